@@ -1,0 +1,1 @@
+"""Inference backends: raw uint8 NHWC batches in, raw BlazeFace tensors out."""
