@@ -1,0 +1,33 @@
+"""`python -m service`: run the HTTP service with the settings from the environment."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import uvicorn
+
+from service.settings import get_settings
+
+
+def main() -> None:
+    settings = get_settings()
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Must be set before any worker imports prometheus_client (see service/metrics.py).
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="blazeface-metrics-")
+    uvicorn.run(
+        "service.api.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
+        log_level="info",
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""The FastAPI application: everything is built and torn down in the lifespan.
+
+uvicorn --factory service.api.app:create_app
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from service import __version__, metrics
+from service.api import problems
+from service.api.limits import BodyLimitMiddleware
+from service.api.observability import RequestMetricsMiddleware
+from service.api.routes import router
+from service.backends.base import Backend
+from service.engine import Engine, make_backend
+from service.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:
+    """`backend` lets tests inject a scripted backend; by default `settings.backend` picks one."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = Engine(settings, backend or make_backend(settings))
+        await engine.start()
+        app.state.engine = engine
+        log.info("blazeface-serve ready: backend=%s", settings.backend)
+        try:
+            yield
+        finally:
+            await engine.close()
+            metrics.mark_worker_dead(os.getpid())
+
+    app = FastAPI(
+        title="blazeface-serve",
+        version=__version__,
+        summary="BlazeFace face detection: boxes, six keypoints, roll and crop ROI per face",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    problems.install(app)
+    app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["Server-Timing"],
+        )
+    app.add_middleware(RequestMetricsMiddleware)
+    return app

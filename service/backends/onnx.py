@@ -1,0 +1,72 @@
+"""The embedded backend: ONNX Runtime in this process, on the CPU (the default)."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import onnxruntime as ort
+
+from service.backends.base import Backend
+from service.errors import BackendUnavailable
+from service.model.specs import MODELS, get_spec
+
+
+def make_session(model: str, threads: int = 1) -> ort.InferenceSession:
+    """An ORT session tuned for small CPU batches (threads measured in loadtest/bench_model.py)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    path = get_spec(model).onnx_path
+    if not path.exists():
+        raise BackendUnavailable(f"model file missing: run `python -m service.model build` ({path.name})")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxBackend(Backend):
+    """Both models in-process. `run` is the synchronous call; `infer` runs it off the event loop."""
+
+    name = "onnx"
+
+    def __init__(self, threads: int = 1) -> None:
+        self._threads = threads
+        self._sessions: dict[str, ort.InferenceSession] = {}
+        # One thread per model: ORT already parallelises inside a call, and a private pool keeps
+        # inference from queueing behind decode work in the default executor.
+        self._executor: ThreadPoolExecutor | None = None
+
+    def load(self) -> None:
+        for name in MODELS:
+            if name not in self._sessions:
+                self._sessions[name] = make_session(name, self._threads)
+
+    def run(self, model: str, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        session = self._sessions.get(model)
+        if session is None:
+            raise BackendUnavailable(f"model {model!r} is not loaded")
+        try:
+            regressors, logits = session.run(["regressors", "logits"], {"image": batch})
+        except Exception as exc:  # ORT raises its own RuntimeError subclasses (Fail, InvalidArgument, ...)
+            raise BackendUnavailable(f"ONNX Runtime failed: {type(exc).__name__}") from exc
+        return regressors, logits
+
+    async def start(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=len(MODELS), thread_name_prefix="ort")
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.load)
+
+    async def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self._sessions.clear()
+
+    async def infer(self, model: str, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._executor is None:
+            raise BackendUnavailable("backend is not started")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.run, model, batch)
+
+    async def ready(self) -> bool:
+        return self._executor is not None and all(name in self._sessions for name in MODELS)

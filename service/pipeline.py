@@ -1,0 +1,51 @@
+"""The in-process pipeline: image bytes → faces, synchronously, on ONNX Runtime.
+
+    detector = Detector()
+    faces = detector.detect(open("photo.jpg", "rb").read(), model="full")
+
+The HTTP service runs the same steps (`prepare`, then `faces_from_tensors`) around its micro-batcher.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from service.backends.onnx import OnnxBackend
+from service.geometry import Letterbox
+from service.imaging import preprocess
+from service.options import DetectOptions
+from service.postprocess import Face, faces_from_tensors
+
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+def prepare(data: bytes, options: DetectOptions, max_pixels: int) -> tuple[np.ndarray, Letterbox]:
+    """Decode and letterbox one image to its model's square uint8 input."""
+    return preprocess(data, options.spec.input_size, options.preprocess, max_pixels=max_pixels)
+
+
+class Detector:
+    """Both BlazeFace models in this process; `detect_many` runs one ORT batch for all images."""
+
+    def __init__(self, threads: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self._backend = OnnxBackend(threads)
+        self._backend.load()
+        self._max_pixels = max_pixels
+
+    def detect(self, image: bytes, **options: object) -> list[Face]:
+        """Options as `DetectOptions`: model, min_score, suppression, max_faces, preprocess."""
+        return self.detect_many([image], **options)[0]
+
+    def detect_many(self, images: Sequence[bytes], **options: object) -> list[list[Face]]:
+        opts = DetectOptions(**options)  # type: ignore[arg-type]
+        if not images:
+            return []
+        prepared = [prepare(data, opts, self._max_pixels) for data in images]
+        batch = np.stack([tensor for tensor, _ in prepared])
+        regressors, logits = self._backend.run(opts.model, batch)
+        return [
+            faces_from_tensors(regressors[i], logits[i], letterbox, opts)
+            for i, (_, letterbox) in enumerate(prepared)
+        ]

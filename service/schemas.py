@@ -1,0 +1,109 @@
+"""Response shapes: pydantic models for the OpenAPI schema, and the one function that fills them.
+
+Responses are built as plain dicts and serialised with orjson (the models document them; validating
+every response through pydantic would cost more than the decoder).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from service.engine import DetectResult
+
+
+class Point(BaseModel):
+    x: float
+    y: float
+
+
+class Box(BaseModel):
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class Keypoints(BaseModel):
+    right_eye: Point
+    left_eye: Point
+    nose_tip: Point
+    mouth_center: Point
+    right_ear_tragion: Point
+    left_ear_tragion: Point
+
+
+class Roi(BaseModel):
+    """Rotated square crop for downstream models (MediaPipe's detection-to-ROI)."""
+
+    center: Point
+    size: float
+    angle_degrees: float
+
+
+class FaceOut(BaseModel):
+    score: float = Field(ge=0, le=1)
+    box: Box
+    keypoints: Keypoints
+    roll_degrees: float
+    roi: Roi
+
+
+class ImageSize(BaseModel):
+    width: int
+    height: int
+
+
+class TimingMs(BaseModel):
+    decode: float
+    queue: float
+    inference: float
+    postprocess: float
+    total: float
+
+
+class DetectResponse(BaseModel):
+    """Faces in pixels of the original, EXIF-upright image, sorted by score."""
+
+    model: str
+    image: ImageSize
+    faces: list[FaceOut]
+    timing_ms: TimingMs
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
+class BatchResponse(BaseModel):
+    """One entry per uploaded image, in order: a detection or a problem for that image."""
+
+    results: list[DetectResponse | Problem]
+
+
+def detect_response(result: DetectResult) -> dict[str, Any]:
+    return {
+        "model": result.model,
+        "image": {"width": result.width, "height": result.height},
+        "faces": [
+            {
+                "score": face.score,
+                "box": dict(zip(("x1", "y1", "x2", "y2"), face.box, strict=True)),
+                "keypoints": {name: {"x": x, "y": y} for name, (x, y) in face.keypoints.items()},
+                "roll_degrees": face.roll_degrees,
+                "roi": {
+                    "center": {"x": face.roi.center_x, "y": face.roi.center_y},
+                    "size": face.roi.size,
+                    "angle_degrees": face.roi.angle_degrees,
+                },
+            }
+            for face in result.faces
+        ],
+        "timing_ms": result.timing.__dict__,
+    }
