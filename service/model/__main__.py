@@ -1,0 +1,101 @@
+"""Build the ONNX models: `python -m service.model build [--force]`.
+
+For each model: fetch its `.tflite` from the pinned MediaPipe wheel if it is missing (sha256-checked,
+see `fetch.py`), convert it with our converter (`tflite_to_onnx.py`) and write `spec.onnx_path`, the one
+file the embedded backend, Triton and trtexec all read. A model is skipped while its ONNX is newer than
+both its `.tflite` and the converter's sources, so editing the converter rebuilds without `--force`.
+
+`build()` and `ensure_built()` are the entry points for the Makefile and the test fixtures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import onnx
+
+from service.model import densify, tflite_to_onnx
+from service.model.fetch import WEIGHTS_DIR, FetchError, ensure_tflite
+from service.model.specs import MODELS, REPO_ROOT, ModelSpec
+from service.model.tflite_to_onnx import ConversionError
+
+# A change to any of these makes every built ONNX stale.
+_CONVERTER_SOURCES = (Path(tflite_to_onnx.__file__), Path(densify.__file__))
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _is_current(onnx_path: Path, tflite: Path) -> bool:
+    if not onnx_path.exists():
+        return False
+    built = onnx_path.stat().st_mtime
+    return all(built > src.stat().st_mtime for src in (tflite, *_CONVERTER_SOURCES))
+
+
+def _check_against_spec(spec: ModelSpec, model: onnx.ModelProto) -> None:
+    """The converted model must have the input size and anchor count the decoder expects."""
+    graph = model.graph
+    dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim[1:]]
+    anchors = {o.name: o.type.tensor_type.shape.dim[1].dim_value for o in graph.output}
+    expected_in = [spec.input_size, spec.input_size, 3]
+    expected_anchors = {name: spec.decoder.num_boxes for name in ("regressors", "logits")}
+    if dims != expected_in or anchors != expected_anchors:
+        raise ConversionError(
+            f"{spec.name}: converted model has input {dims} and anchors {anchors}; "
+            f"specs.py expects {expected_in} and {spec.decoder.num_boxes}"
+        )
+
+
+def build_model(spec: ModelSpec, force: bool = False, weights_dir: Path = WEIGHTS_DIR) -> bool:
+    """Fetch and convert one model; returns whether the ONNX file was (re)written."""
+    tflite, fetched = ensure_tflite(spec, weights_dir)
+    if fetched:
+        print(f"{spec.name}: extracted {_relative(tflite)} from the pinned mediapipe wheel")
+    if not force and _is_current(spec.onnx_path, tflite):
+        print(f"{spec.name}: {_relative(spec.onnx_path)} is up to date")
+        return False
+    model = tflite_to_onnx.convert_file(tflite, spec.onnx_path, source=spec.tflite_member)
+    _check_against_spec(spec, model)
+    size_kib = spec.onnx_path.stat().st_size / 1024
+    print(
+        f"{spec.name}: converted {_relative(tflite)} → {_relative(spec.onnx_path)} "
+        f"({len(model.graph.node)} nodes, {size_kib:.0f} KiB)"
+    )
+    return True
+
+
+def build(force: bool = False) -> None:
+    """Fetch (if missing) and convert every model to `spec.onnx_path`."""
+    for spec in MODELS.values():
+        build_model(spec, force=force)
+
+
+def ensure_built() -> dict[str, Path]:
+    """Make sure every model's ONNX exists and is current; returns their paths by model name."""
+    build(force=False)
+    return {name: spec.onnx_path for name, spec in MODELS.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service.model", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    build_cmd = commands.add_parser("build", help="fetch the pinned weights and convert them to ONNX")
+    build_cmd.add_argument("--force", action="store_true", help="convert even if the ONNX is up to date")
+    args = parser.parse_args(argv)
+    try:
+        build(force=args.force)
+    except (FetchError, ConversionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

