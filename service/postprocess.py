@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.decoding import decode
-from service.geometry import CropRoi, Letterbox, crop_rois, roll_degrees, to_image_pixels
+from service.geometry import CropRoi, Letterbox, crop_rois, to_image_pixels
 from service.model.specs import KEYPOINT_NAMES
 from service.options import DetectOptions
 
@@ -31,7 +31,6 @@ def faces_from_tensors(
     if options.max_faces is not None:
         detections = detections.take(np.arange(min(len(detections), options.max_faces)))
     pixels = to_image_pixels(detections, letterbox)
-    rolls = roll_degrees(pixels.keypoints)
     rois = crop_rois(pixels)
     return [
         Face(
@@ -41,7 +40,8 @@ def faces_from_tensors(
                 name: (float(pixels.keypoints[i, k, 0]), float(pixels.keypoints[i, k, 1]))
                 for k, name in enumerate(KEYPOINT_NAMES)
             },
-            roll_degrees=float(rolls[i]),
+            # The crop ROI is rotated by the eye-line roll (target angle 0), so they are one number.
+            roll_degrees=float(rois[i].angle_degrees),
             roi=rois[i],
         )
         for i in range(len(pixels))

@@ -1,0 +1,40 @@
+# Two commands on a fresh machine:  `make serve`  and  `make test`  (see README.md).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: serve test lint weights triton-cpu bench references clean
+
+$(INSTALLED): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[build,test]'
+	touch $@
+
+# Skips models whose ONNX is newer than its .tflite and the converter (service/model/__main__.py).
+weights: $(INSTALLED)
+	$(BIN)/python -m service.model build
+
+serve: weights
+	$(BIN)/python -m service
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: weights lint
+	bash deploy/test-prereqs.sh
+	$(BIN)/pytest
+
+triton-cpu: weights
+	bash deploy/triton-cpu.sh
+
+references:
+	bash tests/reference/rebuild.sh
+
+bench: weights
+	$(BIN)/python loadtest/bench.py
+
+clean:
+	rm -rf $(VENV) weights loadtest/results

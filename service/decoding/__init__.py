@@ -1,0 +1,66 @@
+"""BlazeFace raw tensors -> detections, pure numpy, matching MediaPipe's face-detection graph
+(`mediapipe/modules/face_detection/face_detection.pbtxt`: SsdAnchorsCalculator ->
+TensorsToDetectionsCalculator -> NonMaxSuppressionCalculator WEIGHTED).
+
+    anchors.py    SSD anchor centres per model (cached)
+    boxes.py      regressors + logits -> scored boxes and 6 keypoints (normalised to the model input)
+    blending.py   MediaPipe's weighted suppression (the default)
+    nms.py        MediaPipe's plain suppression
+    detections.py the `Detections` struct of arrays and the shared IoU
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import numpy as np
+
+from service.decoding.anchors import generate_anchors
+from service.decoding.blending import blend
+from service.decoding.boxes import decode_boxes
+from service.decoding.detections import Detections, iou
+from service.decoding.nms import nms
+from service.model.specs import ModelSpec
+
+__all__ = [
+    "Detections",
+    "Suppression",
+    "blend",
+    "decode",
+    "decode_boxes",
+    "generate_anchors",
+    "iou",
+    "nms",
+]
+
+
+class Suppression(StrEnum):
+    """How overlapping detections of one face become one (MediaPipe's `NmsAlgorithm`)."""
+
+    BLEND = "blend"  # WEIGHTED: score-weighted mean of the group, MediaPipe's face graphs
+    NMS = "nms"  # DEFAULT: keep the best of the group as it is
+
+
+def decode(
+    regressors: np.ndarray,
+    logits: np.ndarray,
+    spec: ModelSpec,
+    min_score: float | None = None,
+    suppression: Suppression = Suppression.BLEND,
+) -> Detections:
+    """One image's raw outputs -> its faces, sorted by score (highest first), normalised to the input.
+
+    `regressors` (A, 16) and `logits` (A, 1) or (A,) are one row of the backend's batch. `min_score`
+    defaults to the model's graph threshold (`spec.decoder.min_score_thresh`).
+
+    >>> from service.model.specs import SHORT
+    >>> A = SHORT.decoder.num_boxes
+    >>> len(decode(np.zeros((A, 16), np.float32), np.full((A, 1), -5, np.float32), SHORT))
+    0
+    """
+    mode = Suppression(suppression)  # also accepts the plain string; ValueError for anything else
+    threshold = spec.decoder.min_score_thresh if min_score is None else min_score
+    candidates = decode_boxes(regressors, logits, generate_anchors(spec.anchors), spec.decoder, threshold)
+    if mode is Suppression.NMS:
+        return nms(candidates, spec.min_suppression_iou)
+    return blend(candidates, spec.min_suppression_iou)
