@@ -1,0 +1,46 @@
+"""The key test: our detections on real photos equal MediaPipe 0.10.21's own graph's.
+
+References come from `tests/reference/make_references.py` (MediaPipe in its own venv); the pass mark per
+model is every reference face matched at IoU ≥ 0.9, |score diff| ≤ 0.05, keypoints within 3% of the box
+size, and no extra faces. `preprocess=exact` is the mode that reproduces MediaPipe's input tensor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+
+from service.postprocess import Face
+from tests.conftest import DATA
+from tests.parity import match_faces, passes
+
+PHOTOS = DATA / "photos"
+
+
+def as_reference_dicts(faces: list[Face]) -> list[dict[str, Any]]:
+    return [{"score": f.score, "box": list(f.box), "keypoints": f.keypoints} for f in faces]
+
+
+@pytest.mark.parametrize("model", ["short", "full"])
+def test_detections_equal_mediapipe(detector, references, model: str) -> None:  # type: ignore[no-untyped-def]
+    worst_iou, worst_score, worst_keypoint, faces, failures = 1.0, 0.0, 0.0, 0, []
+    for name, photo in references["photos"].items():
+        data = (PHOTOS / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == photo["sha256"], f"{name} is not the referenced file"
+        ours = detector.detect(data, model=model, preprocess="exact")
+        matches, missing, extra = match_faces(as_reference_dicts(ours), photo["detections"][model])
+        faces += len(matches)
+        for match in matches:
+            worst_iou = min(worst_iou, match.iou)
+            worst_score = max(worst_score, match.score_diff)
+            worst_keypoint = max(worst_keypoint, match.keypoint_error)
+        if not passes(matches, missing, extra):
+            failures.append(f"{name}: missing {missing}, extra {extra}, {matches}")
+    print(
+        f"\n{model}: {faces} faces matched; min IoU {worst_iou:.4f}, max |score diff| {worst_score:.2e}, "
+        f"max keypoint error {worst_keypoint:.2e} of box size"
+    )
+    assert not failures, "\n".join(failures)
+    assert faces > 20  # the set really exercises the model
