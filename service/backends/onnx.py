@@ -41,9 +41,11 @@ class OnnxBackend(Backend):
         self._executor: ThreadPoolExecutor | None = None
 
     def load(self) -> None:
-        for name in MODELS:
+        for name, spec in MODELS.items():
             if name not in self._sessions:
                 self._sessions[name] = make_session(name, self._threads)
+                # The first run allocates ORT's buffers; pay it here, not in a user's request.
+                self.run(name, np.zeros((1, spec.input_size, spec.input_size, 3), np.uint8))
 
     def run(self, model: str, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         session = self._sessions.get(model)
