@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from service.backends.onnx import make_session
 from service.model.__main__ import ensure_built
 from service.model.specs import MODELS, REPO_ROOT
 
@@ -39,17 +40,6 @@ class Result:
     ms_per_call: float  # median
     ms_per_image: float  # median call / batch
     images_per_s: float
-
-
-def session(path: Path, threads: int, spin: bool = True) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    if not spin:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def time_calls(
@@ -77,7 +67,7 @@ def run(
     paths = ensure_built()
     rng = np.random.default_rng(0)
     configs = [(name, n, b) for name in models for n in threads for b in batches]
-    sessions = {(name, n): session(paths[name], n, spin) for name in models for n in threads}
+    sessions = {(name, n): make_session(paths[name], n, spin) for name in models for n in threads}
     feeds: dict[tuple[str, int], dict[str, np.ndarray]] = {}
     for name in models:
         size = MODELS[name].input_size

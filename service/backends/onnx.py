@@ -4,27 +4,27 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from service.backends.base import Backend
 from service.errors import BackendUnavailable
-from service.model.specs import MODELS, get_spec
+from service.model.specs import MODELS
 
 
-def make_session(model: str, threads: int = 1) -> ort.InferenceSession:
+def make_session(path: Path, threads: int = 1, spin: bool = False) -> ort.InferenceSession:
     """An ORT session tuned for small CPU batches (threads measured in loadtest/bench_model.py)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Spinning workers steal the core that decodes the next image; measured slower when cores are shared.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    path = get_spec(model).onnx_path
-    if not path.exists():
-        raise BackendUnavailable(f"model file missing: run `python -m service.model build` ({path.name})")
+    if not spin:
+        # Spinning pool threads steal the core that decodes the next image: measured slower when the
+        # API shares its cores with inference.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -43,7 +43,11 @@ class OnnxBackend(Backend):
     def load(self) -> None:
         for name, spec in MODELS.items():
             if name not in self._sessions:
-                self._sessions[name] = make_session(name, self._threads)
+                if not spec.onnx_path.exists():
+                    raise BackendUnavailable(
+                        f"model file missing: run `python -m service.model build` ({spec.onnx_path.name})"
+                    )
+                self._sessions[name] = make_session(spec.onnx_path, self._threads)
                 # The first run allocates ORT's buffers; pay it here, not in a user's request.
                 self.run(name, np.zeros((1, spec.input_size, spec.input_size, 3), np.uint8))
 

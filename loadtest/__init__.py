@@ -1,0 +1,1 @@
+"""Benchmarks and load tests (not tests: nothing here asserts timings)."""
