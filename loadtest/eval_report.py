@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 from service.evaluation.ap import EvalConfig
 from service.evaluation.cli import (
@@ -54,15 +56,12 @@ def main() -> None:
 
     detector = Detector(threads=args.threads)
     started = time.perf_counter()
-    report: dict[str, object] = {
-        "machine": {"python": platform.python_version(), "processor": platform.machine()},
-        "jitter": {},
-        "ap": {},
-    }
+    jitter: dict[str, Any] = {}
+    ap: dict[str, Any] = {}
     jitter_config = JitterConfig(shifts=parse_shifts(args.shifts))
     for name, paths in JITTER_SETS.items():
         result = run_jitter(detector, expand_photos(paths), MODELS, jitter_config)
-        report["jitter"][name] = result  # type: ignore[index]
+        jitter[name] = result
         print(f"### Jitter — {name}, preprocess exact, shifts {list(jitter_config.shifts)} input px\n")
         print(jitter_markdown(result))
         medians = ", ".join(f"{m} {result['models'][m]['median_photo_reduction']}" for m in MODELS)
@@ -71,14 +70,25 @@ def main() -> None:
     labels, images = EVAL / "labels.txt", EVAL / "images"
     for key, min_score in (("service thresholds", None), (f"min_score {args.low_score:g}", args.low_score)):
         result = run_ap(detector, labels, images, MODELS, ("exact", "fast"), EvalConfig(), min_score, SUBSETS)
-        report["ap"][key] = result  # type: ignore[index]
+        ap[key] = result
         print(f"### AP at IoU 0.5 — {key}\n")
         print(ap_markdown(result) + "\n")
 
-    report["seconds"] = round(time.perf_counter() - started, 1)
+    seconds = round(time.perf_counter() - started, 1)
+    report = {
+        "machine": {
+            "python": platform.python_version(),
+            "processor": platform.machine(),
+            "cpus": os.cpu_count(),
+        },
+        "onnxruntime_threads": args.threads,
+        "seconds": seconds,
+        "jitter": jitter,
+        "ap": ap,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out} ({report['seconds']} s)")
+    print(f"wrote {args.out} ({seconds} s)")
 
 
 if __name__ == "__main__":

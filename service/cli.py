@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from service.client import ApiError, BlazefaceClient
+from service.evaluation.cli import add_eval_commands
 
 
 def _detect(args: argparse.Namespace) -> int:
@@ -64,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the HTTP service (settings from the environment)")
     serve.set_defaults(run=_serve)
+
+    add_eval_commands(commands)
     return parser
 
 
