@@ -24,6 +24,7 @@ def main() -> None:
         loop="uvloop",
         http="httptools",
         timeout_graceful_shutdown=settings.shutdown_grace_s,
+        ws_max_size=settings.max_body_bytes,
         log_level="info",
         access_log=False,
     )

@@ -6,11 +6,14 @@ every response through pydantic would cost more than the decoder).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from service.engine import DetectResult
+from service.postprocess import Face
+from service.tracking import TrackedFace
 
 
 class Point(BaseModel):
@@ -48,6 +51,7 @@ class FaceOut(BaseModel):
     keypoints: Keypoints
     roll_degrees: float
     roi: Roi
+    track_id: int | None = Field(None, description="video mode (/stream) only: stable across frames")
 
 
 class ImageSize(BaseModel):
@@ -87,23 +91,28 @@ class BatchResponse(BaseModel):
     results: list[DetectResponse | Problem]
 
 
-def detect_response(result: DetectResult) -> dict[str, Any]:
+def face_dict(face: Face) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "score": face.score,
+        "box": dict(zip(("x1", "y1", "x2", "y2"), face.box, strict=True)),
+        "keypoints": {name: {"x": x, "y": y} for name, (x, y) in face.keypoints.items()},
+        "roll_degrees": face.roll_degrees,
+        "roi": {
+            "center": {"x": face.roi.center_x, "y": face.roi.center_y},
+            "size": face.roi.size,
+            "angle_degrees": face.roi.angle_degrees,
+        },
+    }
+    if isinstance(face, TrackedFace):
+        out["track_id"] = face.track_id
+    return out
+
+
+def detect_response(result: DetectResult, faces: Sequence[Face] | None = None) -> dict[str, Any]:
+    """`faces` replaces the result's own (video mode sends them tracked and smoothed)."""
     return {
         "model": result.model,
         "image": {"width": result.width, "height": result.height},
-        "faces": [
-            {
-                "score": face.score,
-                "box": dict(zip(("x1", "y1", "x2", "y2"), face.box, strict=True)),
-                "keypoints": {name: {"x": x, "y": y} for name, (x, y) in face.keypoints.items()},
-                "roll_degrees": face.roll_degrees,
-                "roi": {
-                    "center": {"x": face.roi.center_x, "y": face.roi.center_y},
-                    "size": face.roi.size,
-                    "angle_degrees": face.roi.angle_degrees,
-                },
-            }
-            for face in result.faces
-        ],
+        "faces": [face_dict(face) for face in (result.faces if faces is None else faces)],
         "timing_ms": result.timing.__dict__,
     }

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service import __version__, metrics
-from service.api import problems
+from service.api import problems, stream
 from service.api.limits import BodyLimitMiddleware
 from service.api.observability import RequestMetricsMiddleware
 from service.api.routes import router
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.state.settings = settings
     problems.install(app)
     app.include_router(router)
+    app.include_router(stream.router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(

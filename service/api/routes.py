@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from service import metrics
@@ -103,9 +104,9 @@ class QueryOptions:
 
 
 def resolve_options(
-    request: Request, query: QueryOptions, overrides: dict[str, Any] | None = None
+    connection: HTTPConnection, query: QueryOptions, overrides: dict[str, Any] | None = None
 ) -> DetectOptions:
-    settings = request.app.state.settings
+    settings = connection.app.state.settings
     values = {key: value for key, value in query.values.items() if value is not None}
     values.update(overrides or {})
     values.setdefault("model", settings.default_model)

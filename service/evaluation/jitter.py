@@ -222,7 +222,8 @@ def shift_image(pixels: np.ndarray, dx: int, dy: int, fill: Fill = "edge") -> np
     return np.ascontiguousarray(padded[top : top + h, left : left + w])
 
 
-def _bmp(rgb: np.ndarray) -> bytes:
+def encode_bmp(rgb: np.ndarray) -> bytes:
+    """Lossless, so the pixels the detector sees are exactly these."""
     ok, buf = cv2.imencode(".bmp", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise RuntimeError("BMP encoding failed")
@@ -264,14 +265,14 @@ def measure_jitter(
         # Bounded memory on 12 MP photos: a few copies per detector call.
         chunk = max(1, min(8, 200_000_000 // (2 * pixels.nbytes)))
         options = {"model": model, "preprocess": config.preprocess, "min_score": config.min_score}
-        reference = _bmp(pixels)
+        reference = encode_bmp(pixels)
         for suppression in suppressions:
             acc = JitterAccumulator()
             ref = face_points(detector.detect(reference, suppression=suppression, **options))
             acc.add_reference(ref)
             for start in range(0, len(shifts), chunk):
                 part = shifts[start : start + chunk]
-                copies = [_bmp(shift_image(pixels, s.dx, s.dy, config.fill)) for s in part]
+                copies = [encode_bmp(shift_image(pixels, s.dx, s.dy, config.fill)) for s in part]
                 for s, faces in zip(
                     part, detector.detect_many(copies, suppression=suppression, **options), strict=True
                 ):
