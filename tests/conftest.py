@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,3 +30,12 @@ def detector(built_models: None):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def references() -> dict[str, Any]:
     return json.loads((DATA / "reference_detections.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def live(tmp_path_factory: pytest.TempPathFactory, built_models: None) -> Iterator:
+    """`python -m service` with default settings (embedded ONNX Runtime), shared by the HTTP tests."""
+    from tests.servers import service_process
+
+    with service_process(tmp_path_factory.mktemp("live")) as server:
+        yield server

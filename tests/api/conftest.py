@@ -14,7 +14,7 @@ from service.backends.base import Backend
 from service.errors import BackendUnavailable
 from service.model.specs import MODELS
 from service.settings import Settings
-from tests.servers import app_in_thread, service_process
+from tests.servers import app_in_thread
 
 
 class ScriptedBackend(Backend):
@@ -78,10 +78,3 @@ def make_server(scripted: ScriptedBackend) -> Iterator:
 @pytest.fixture
 def server(make_server) -> str:  # type: ignore[no-untyped-def]
     return make_server(max_body_bytes=256 * 1024, max_pixels=4_000_000)
-
-
-@pytest.fixture(scope="session")
-def live(tmp_path_factory: pytest.TempPathFactory, built_models: None) -> Iterator:
-    """`python -m service` with default settings (embedded ONNX Runtime), shared by the HTTP tests."""
-    with service_process(tmp_path_factory.mktemp("live")) as server:
-        yield server
