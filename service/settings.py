@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     max_wait_us: int = Field(1000, ge=0, description="how long a batch waits to fill")
     max_queue: int = Field(128, ge=1, description="queued images per model before 429")
     max_inflight_batches: int = Field(1, ge=1, description="concurrent backend calls per model")
+    decode_threads: int = Field(0, ge=0, description="image-decoding threads per worker; 0 = cores / workers")
 
     # --- embedded ONNX Runtime ---
     ort_threads: int = Field(1, ge=1, description="intra-op threads per ONNX Runtime session")
@@ -48,6 +49,12 @@ class Settings(BaseSettings):
     triton_model_suffix: str = Field("_cpu", description="_trt (TensorRT plan), _onnx or _cpu")
     triton_timeout_s: float = Field(5.0, gt=0)
     triton_shared_memory: bool = False
+    breaker_failures: int = Field(
+        5, ge=0, description="consecutive failed Triton calls that open a model's circuit; 0 = no breaker"
+    )
+    breaker_reset_s: float = Field(
+        2.0, gt=0, description="an open circuit fails calls at once this long, then lets one probe through"
+    )
 
     # --- security ---
     api_keys: Annotated[list[str], NoDecode] = Field(
