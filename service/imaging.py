@@ -2,7 +2,7 @@
 
     info = probe(data)                    # header only: format, stored size, EXIF orientation
     image = decode(data, max_pixels=40_000_000, min_long_side=256)   # JPEG may come back DCT-scaled
-    tensor, lb = letterbox(image, 128, interpolation=Preprocess.FAST, out=batch[i])
+    tensor, lb = letterbox(image, 128, out=batch[i])
     tensor, lb = preprocess(data, 128, Preprocess.EXACT, max_pixels=40_000_000)   # all of the above
 
 Decisions (each checked against OpenCV 4.14 / MediaPipe, see tests/test_imaging.py):
@@ -24,7 +24,6 @@ Decisions (each checked against OpenCV 4.14 / MediaPipe, see tests/test_imaging.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
@@ -49,8 +48,9 @@ __all__ = [
 class Preprocess(StrEnum):
     """How an image becomes the model input (DESIGN §8).
 
-    EXACT: full decode + bilinear resize, MediaPipe's pixels (parity tests pin this).
-    FAST: JPEG decoded at the coarsest DCT scale that keeps the long side ≥ 2× the input, then area resize.
+    EXACT: full decode, MediaPipe's pixels exactly (parity tests pin this).
+    FAST: JPEG decoded at the coarsest DCT scale that keeps the long side ≥ 2× the input (3–4× cheaper
+    on 12 MP photos); both then take MediaPipe's bilinear warp to the input.
     """
 
     EXACT = "exact"
@@ -406,39 +406,6 @@ def decode(
 
 # --- letterbox ------------------------------------------------------------------------------------
 
-_INTERPOLATION = {Preprocess.EXACT: cv2.INTER_LINEAR, Preprocess.FAST: cv2.INTER_AREA}
-
-
-def _round(value: float) -> int:
-    return math.floor(value + 0.5)  # half up, not Python's half-to-even
-
-
-def _place(
-    width: int, height: int, cols: int, rows: int, scale: int, size: int
-) -> tuple[Letterbox, tuple[int, int, int, int]]:
-    """Where a `cols`×`rows` pixel grid standing for a `width`×`height` image goes in the square:
-    the exact Letterbox, and the integer window (left, top, cols, rows) the resize writes."""
-    # Original pixels the decoded grid spans: a DCT-scaled JPEG covers whole blocks, so up to
-    # scale-1 pixels more than the image; otherwise exactly the image.
-    span_x = cols * scale if scale > 1 else width
-    span_y = rows * scale if scale > 1 else height
-    ratio = size / max(width, height)
-    left = (size - max(1, _round(width * ratio))) // 2
-    top = (size - max(1, _round(height * ratio))) // 2
-    window_cols = min(size - left, max(1, _round(span_x * ratio)))
-    window_rows = min(size - top, max(1, _round(span_y * ratio)))
-    box = Letterbox(
-        input_size=size,
-        image_width=width,
-        image_height=height,
-        content_x=float(left),
-        content_y=float(top),
-        # The resize maps the grid's [0, span] onto the window linearly, so this is exact.
-        content_width=window_cols * width / span_x,
-        content_height=window_rows * height / span_y,
-    )
-    return box, (left, top, window_cols, window_rows)
-
 
 def _check_out(out: np.ndarray | None, size: int) -> None:
     if out is not None and (
@@ -450,7 +417,24 @@ def _check_out(out: np.ndarray | None, size: int) -> None:
         )
 
 
-def _mediapipe_warp(image: DecodedImage, size: int, out: np.ndarray | None) -> tuple[np.ndarray, Letterbox]:
+def letterbox(
+    image: DecodedImage, size: int, *, out: np.ndarray | None = None
+) -> tuple[np.ndarray, Letterbox]:
+    """Fit the image into a `size`×`size` uint8 RGB square (MediaPipe FIT): long side = size, centred,
+    zero padding — exactly as MediaPipe's CPU `ImageToTensorCalculator` does it
+    (`image_to_tensor_converter_opencv.cc`): a bilinear warp mapping the corners of the long-side square
+    ROI centred on the image onto the corners of the input, so input pixel i samples source point
+    i × L/size. (`cv2.resize`'s half-pixel-centred grid shifts that by ~1.5 source px at 4× and moved
+    scores by up to 0.08 on the reference photos; an area resize cost the short model AP on
+    tests/data/eval — the model was trained on these point-sampled pixels.)
+
+    `out`, if given, is a (size, size, 3) uint8 array (a slot of a batch tensor) the warp writes into;
+    the returned array is `out` itself. The Letterbox maps upright original pixels to input pixels,
+    `x_in = content_x + x / image_width * content_width`, in MediaPipe's pixel-index convention.
+    """
+    if size < 1:
+        raise ValueError(f"size must be positive, not {size}")
+    _check_out(out, size)
     long_side = max(image.width, image.height)
     ratio = size / long_side  # input pixels per original pixel
     left = (long_side - image.width) / 2 * ratio
@@ -483,50 +467,6 @@ def _mediapipe_warp(image: DecodedImage, size: int, out: np.ndarray | None) -> t
     return out, box
 
 
-def letterbox(
-    image: DecodedImage,
-    size: int,
-    *,
-    interpolation: Preprocess = Preprocess.EXACT,
-    out: np.ndarray | None = None,
-) -> tuple[np.ndarray, Letterbox]:
-    """Fit the image into a `size`×`size` uint8 RGB square (MediaPipe FIT): long side = size, centred,
-    zero padding. FAST resizes by area. EXACT reproduces MediaPipe's CPU `ImageToTensorCalculator`
-    (`image_to_tensor_converter_opencv.cc`): a bilinear warp mapping the corners of the long-side square
-    ROI centred on the image onto the corners of the input, so input pixel i samples source point
-    i × L/size — not `cv2.resize`'s half-pixel-centred grid, which shifts results by ~1.5 source px at 4×
-    and moved scores by up to 0.08 on the reference photos.
-
-    `out`, if given, is a (size, size, 3) uint8 array (a slot of a batch tensor): the resize writes into
-    its content window directly and only the padding is zeroed. The returned array is `out` itself.
-
-    The Letterbox maps upright original pixels to input pixels, `x_in = content_x + x / image_width *
-    content_width`, exactly as the resize placed them (so `content_*` need not be integers after a
-    DCT-scaled decode whose last block was partial).
-    """
-    if size < 1:
-        raise ValueError(f"size must be positive, not {size}")
-    _check_out(out, size)
-    if interpolation is Preprocess.EXACT:
-        return _mediapipe_warp(image, size, out)
-    rows, cols = image.pixels.shape[:2]
-    box, (left, top, content_cols, content_rows) = _place(
-        image.width, image.height, cols, rows, image.scale, size
-    )
-    if out is None:
-        out = np.zeros((size, size, 3), np.uint8)
-    else:
-        out[:top] = 0
-        out[top + content_rows :] = 0
-        out[top : top + content_rows, :left] = 0
-        out[top : top + content_rows, left + content_cols :] = 0
-    window = out[top : top + content_rows, left : left + content_cols]
-    cv2.resize(
-        image.pixels, (content_cols, content_rows), dst=window, interpolation=_INTERPOLATION[interpolation]
-    )
-    return out, box
-
-
 def preprocess(
     data: bytes | bytearray | memoryview,
     size: int,
@@ -535,10 +475,9 @@ def preprocess(
     max_pixels: int,
     out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, Letterbox]:
-    """Bytes → letterboxed model input. EXACT: full decode + bilinear. FAST: a JPEG is DCT-decoded down
-    to no less than 2× the input (DESIGN §8 measured that pre-shrink as no worse in accuracy), then
-    area-resized."""
-    mode = Preprocess(mode)
-    min_long_side = 2 * size if mode is Preprocess.FAST else None
+    """Bytes → letterboxed model input. EXACT decodes every pixel; FAST decodes a JPEG at the coarsest
+    DCT scale that keeps its long side ≥ 2× the input (no worse in AP on tests/data/eval for either
+    model: README "Accuracy and stability"). Both then take MediaPipe's warp."""
+    min_long_side = 2 * size if Preprocess(mode) is Preprocess.FAST else None
     image = decode(data, max_pixels=max_pixels, min_long_side=min_long_side)
-    return letterbox(image, size, interpolation=mode, out=out)
+    return letterbox(image, size, out=out)

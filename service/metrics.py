@@ -44,6 +44,13 @@ FACES = Histogram(
 )
 BACKEND_ERRORS = Counter("blazeface_backend_errors_total", "Failed backend calls by error", ["kind"])
 IMAGES = Counter("blazeface_images_total", "Images processed by model and outcome", ["model", "outcome"])
+# livemax: with several workers the merged view shows the worst worker's circuit.
+CIRCUIT_STATE = Gauge(
+    "blazeface_circuit_state",
+    "Backend circuit breaker per model: 0 closed, 1 half-open, 2 open",
+    ["backend", "model"],
+    multiprocess_mode="livemax",
+)
 
 
 class MetricsObserver:

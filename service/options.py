@@ -22,7 +22,7 @@ class DetectOptions:
     min_score: float | None = None
     suppression: Suppression = Suppression.BLEND
     max_faces: int | None = None
-    preprocess: Preprocess = Preprocess.EXACT
+    preprocess: Preprocess = Preprocess.FAST
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:

@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     # --- request defaults and limits ---
     default_model: Literal["short", "full"] = "short"
     preprocess: Literal["exact", "fast"] = Field(
-        "exact", description="exact: full decode + bilinear (MediaPipe parity); fast: DCT-scaled JPEG decode"
+        "fast", description="fast: DCT-scaled JPEG decode; exact: every pixel decoded (MediaPipe parity)"
     )
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="upload size limit, bytes")
     max_pixels: int = Field(40_000_000, ge=1, description="decoded image size limit, pixels")

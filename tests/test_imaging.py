@@ -516,28 +516,26 @@ def white(width: int, height: int) -> DecodedImage:
         (100, 200, (32, 0, 64, 128)),  # portrait: bands left and right
         (300, 300, (0, 0, 128, 128)),  # square: no padding
         (512, 600, (9, 0, 109, 128)),  # 109.2 wide: rounded, the odd pixel of padding goes right
-        (1, 1000, (63, 0, 1, 128)),  # never thinner than one pixel
+        (1, 1000, (63, 0, 1, 128)),  # a sliver
         (64, 32, (0, 32, 128, 64)),  # upscaling too
     ],
 )
-@pytest.mark.parametrize("mode", list(Preprocess))
-def test_letterbox_geometry(
-    width: int, height: int, box: tuple[int, int, int, int], mode: Preprocess
-) -> None:
-    tensor, lb = letterbox(white(width, height), 128, interpolation=mode)
+def test_letterbox_geometry(width: int, height: int, box: tuple[int, int, int, int]) -> None:
+    tensor, lb = letterbox(white(width, height), 128)
     x, y, w, h = box
-    if mode is Preprocess.EXACT:
-        # MediaPipe's warp centres the content exactly, so its edges may fall between pixels.
-        ratio = 128 / max(width, height)
-        exact = ((max(width, height) - width) / 2 * ratio, (max(width, height) - height) / 2 * ratio)
-        assert (lb.content_x, lb.content_y) == pytest.approx(exact)
-        assert (lb.content_width, lb.content_height) == pytest.approx((width * ratio, height * ratio))
-        return
-    assert (lb.content_x, lb.content_y, lb.content_width, lb.content_height) == box
+    # MediaPipe's warp centres the content exactly, so its edges may fall between pixels.
+    ratio = 128 / max(width, height)
+    exact = ((max(width, height) - width) / 2 * ratio, (max(width, height) - height) / 2 * ratio)
+    assert (lb.content_x, lb.content_y) == pytest.approx(exact)
+    assert (lb.content_width, lb.content_height) == pytest.approx((width * ratio, height * ratio))
     assert (lb.input_size, lb.image_width, lb.image_height) == (128, width, height)
     assert tensor.shape == (128, 128, 3) and tensor.dtype == np.uint8
-    assert (tensor[y : y + h, x : x + w] == 255).all()
-    assert tensor.sum() == 255 * 3 * w * h  # everything else is zero padding
+    if min(w, h) > 1:  # a sub-pixel sliver (1×1000) may fall between input pixels, as in MediaPipe
+        assert (tensor[y + h // 2, x + w // 2] == 255).all()  # content
+    if x > 1:
+        assert (tensor[:, : x - 1] == 0).all() and (tensor[:, x + w + 1 :] == 0).all()  # padding bands
+    if y > 1:
+        assert (tensor[: y - 1] == 0).all() and (tensor[y + h + 1 :] == 0).all()
 
 
 def test_letterbox_into_a_batch_slot_writes_in_place() -> None:
@@ -564,9 +562,8 @@ def blob_centre(tensor: np.ndarray) -> tuple[float, float]:
     ) + 0.5
 
 
-@pytest.mark.parametrize("mode", list(Preprocess))
 @pytest.mark.parametrize(("width", "height"), [(1001, 757), (757, 1001), (640, 640)])
-def test_letterbox_inverse_lands_on_the_image_pixel(mode: Preprocess, width: int, height: int) -> None:
+def test_letterbox_inverse_lands_on_the_image_pixel(width: int, height: int) -> None:
     # A smooth blob far from the origin (where a stretch error would be largest; smooth so bilinear
     # point sampling does not alias its centroid), decoded fully and DCT-scaled (1001 is not a multiple
     # of 8: the decoded grid then covers 1008 original pixels).
@@ -578,37 +575,29 @@ def test_letterbox_inverse_lands_on_the_image_pixel(mode: Preprocess, width: int
     data = jpeg(bgr, quality=100)
     for min_long_side in (None, 120):
         image = decode(data, max_pixels=BIG, min_long_side=min_long_side)
-        tensor, lb = letterbox(image, 128, interpolation=mode)
-        if mode is Preprocess.EXACT:
-            # MediaPipe's warp maps pixel centres by index (input i ↔ source i × L/S), not by area.
-            want = (
-                lb.content_x + (cx - 0.5) * lb.content_width / lb.image_width + 0.5,
-                lb.content_y + (cy - 0.5) * lb.content_height / lb.image_height + 0.5,
-            )
-        else:
-            want = (
-                lb.content_x + cx / lb.image_width * lb.content_width,
-                lb.content_y + cy / lb.image_height * lb.content_height,
-            )
+        tensor, lb = letterbox(image, 128)
+        # MediaPipe's warp maps pixel centres by index (input i ↔ source i × L/S), not by area.
+        want = (
+            lb.content_x + (cx - 0.5) * lb.content_width / lb.image_width + 0.5,
+            lb.content_y + (cy - 0.5) * lb.content_height / lb.image_height + 0.5,
+        )
         got = blob_centre(tensor)
         assert got == pytest.approx(want, abs=0.03), (min_long_side, image.scale)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
-    width=st.integers(1, 20_000),
-    height=st.integers(1, 20_000),
+    width=st.integers(1, 5_000),
+    height=st.integers(1, 5_000),
     size=st.sampled_from([128, 192, 256]),
     min_long_side=st.sampled_from([None, 1, 2]),
 )
 def test_letterbox_round_trip(width: int, height: int, size: int, min_long_side: int | None) -> None:
-    """Geometry only (a 20k² resize is no property test): points map into the square and back, the
-    long side fills it, the content is centred to a pixel, and the window fits. The DCT scale is
-    chosen as decode() would for a min_long_side of 1× or 2× the input."""
+    """Points map into the square and back, the long side fills it, the content is centred, for the
+    DCT scale decode() would choose for a min_long_side of 1× or 2× the input."""
     scale = 1 if min_long_side is None else imaging._dct_scale(max(width, height), min_long_side * size)
-    cols, rows = -(-width // scale), -(-height // scale)
-    lb, (left, top, window_cols, window_rows) = imaging._place(width, height, cols, rows, scale, size)
-    assert left >= 0 and top >= 0 and left + window_cols <= size and top + window_rows <= size
+    pixels = np.zeros((-(-height // scale), -(-width // scale), 3), np.uint8)
+    _, lb = letterbox(DecodedImage(pixels, width, height, scale), size)
     for x, y in [(0, 0), (width, height), (width / 3, height / 7)]:
         xi = lb.content_x + x / lb.image_width * lb.content_width
         yi = lb.content_y + y / lb.image_height * lb.content_height
@@ -618,10 +607,9 @@ def test_letterbox_round_trip(width: int, height: int, size: int, min_long_side:
             (yi - lb.content_y) / lb.content_height * height,
         )
         assert back == pytest.approx((x, y), rel=1e-12, abs=1e-9)
-    long_side = lb.content_width if width >= height else lb.content_height
-    assert long_side == pytest.approx(size, abs=1.0 if scale > 1 else 0.0)
+    assert max(lb.content_width, lb.content_height) == pytest.approx(size)
     for start, extent in ((lb.content_x, lb.content_width), (lb.content_y, lb.content_height)):
-        assert abs(start - (size - start - extent)) <= 1.0 + (scale > 1)  # centred (both bands alike)
+        assert start == pytest.approx(size - start - extent)  # centred: both bands alike
 
 
 # --- preprocess -----------------------------------------------------------------------------------
@@ -630,14 +618,14 @@ def test_letterbox_round_trip(width: int, height: int, size: int, min_long_side:
 def test_preprocess_modes_are_decode_plus_letterbox() -> None:
     data = with_exif(jpeg(RNG.integers(0, 256, (700, 1000, 3), dtype=np.uint8)), 8)
     exact, exact_lb = preprocess(data, 128, Preprocess.EXACT, max_pixels=BIG)
-    want, want_lb = letterbox(decode(data, max_pixels=BIG), 128, interpolation=Preprocess.EXACT)
+    want, want_lb = letterbox(decode(data, max_pixels=BIG), 128)
     np.testing.assert_array_equal(exact, want)
     assert exact_lb == want_lb == imaging.Letterbox(128, 700, 1000, 19.2, 0.0, 700 * 0.128, 128.0)
 
     fast, fast_lb = preprocess(data, 128, "fast", max_pixels=BIG)  # type: ignore[arg-type]
     reduced = decode(data, max_pixels=BIG, min_long_side=256)
     assert reduced.scale == 2  # 1000 / 4 = 250 < 256
-    want, want_lb = letterbox(reduced, 128, interpolation=Preprocess.FAST)
+    want, want_lb = letterbox(reduced, 128)
     np.testing.assert_array_equal(fast, want)
     assert fast_lb == want_lb
 
