@@ -65,7 +65,7 @@ class TritonServerError(RuntimeError):
 
 @dataclass(frozen=True)
 class Ports:
-    http: int = 8000
+    http: int = 8010  # not Triton's usual 8000: that is the API's own default port on the same host
     grpc: int = 8001
     metrics: int = 8002
 
@@ -406,9 +406,9 @@ class TritonServer:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the CPU Triton server (nvidia-pytriton's binary).")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--http-port", type=int, default=8000)
-    parser.add_argument("--grpc-port", type=int, default=8001)
-    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--http-port", type=int, default=Ports.http)
+    parser.add_argument("--grpc-port", type=int, default=Ports.grpc)
+    parser.add_argument("--metrics-port", type=int, default=Ports.metrics)
     parser.add_argument("--model-repository", type=Path, default=TRITON_REPO)
     parser.add_argument("--model", action="append", dest="models", help="repeatable; default: the CPU models")
     parser.add_argument("--model-env", type=Path, help="venv for the Python-backend models")
