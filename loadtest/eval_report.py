@@ -5,6 +5,7 @@
 - Jitter (`service/evaluation/jitter.py` has the definition): both models, blending vs NMS, on the
   reference photos (`tests/data/photos/`) and on the labelled set's original photos
   (`tests/data/eval/images/dlib/`), preprocess `exact`.
+- Video mode (`service/evaluation/video.py`): still clips with per-frame noise, raw vs smoothed tracks.
 - AP (`service/evaluation/ap.py`): both models × `exact`/`fast` on the labelled set
   (`tests/data/eval/labels.txt`), overall and per subset (original photos, 40 % low-resolution copies,
   2×2 grids), once at the service's own score thresholds (what clients get) and once at `--low-score`
@@ -31,6 +32,8 @@ from service.evaluation.cli import (
     parse_shifts,
     run_ap,
     run_jitter,
+    run_video,
+    video_markdown,
 )
 from service.evaluation.jitter import JitterConfig
 from service.model.specs import REPO_ROOT
@@ -44,6 +47,15 @@ JITTER_SETS = {
 }
 SUBSETS = {"original photos": "dlib/", "low-resolution copies (40 %)": "lowres/", "2×2 grids": "grid/"}
 MODELS = ("short", "full")
+VIDEO_PHOTOS = [
+    REPO_ROOT / "tests" / "data" / "photos" / name
+    for name in (
+        "astronaut.jpg",
+        "grace_hopper.jpg",
+        "voc_2008_002506_three_faces.jpg",
+        "grid_2x2_head_crops_1024.jpg",
+    )
+]
 
 
 def main() -> None:
@@ -74,6 +86,10 @@ def main() -> None:
         print(f"### AP at IoU 0.5 — {key}\n")
         print(ap_markdown(result) + "\n")
 
+    video = run_video(detector, VIDEO_PHOTOS, MODELS, frames=60, noise=4.0)
+    print("### Video mode — tracked faces, raw vs One-Euro smoothing\n")
+    print(video_markdown(video) + "\n")
+
     seconds = round(time.perf_counter() - started, 1)
     report = {
         "machine": {
@@ -85,6 +101,7 @@ def main() -> None:
         "seconds": seconds,
         "jitter": jitter,
         "ap": ap,
+        "video": video,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
