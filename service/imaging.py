@@ -417,6 +417,33 @@ def _check_out(out: np.ndarray | None, size: int) -> None:
         )
 
 
+# OpenCV's warp (remap) asserts every side < SHRT_MAX; JPEG allows 65500 px and PNG 2^31, and a strip
+# like 3×100000 passes any pixel limit.
+_WARP_MAX_SIDE = 32766
+
+
+def _fit_warp_limit(image: DecodedImage) -> DecodedImage:
+    """Block-average an image with a side over the warp's limit by the smallest integer factor that fits.
+
+    The result is a coarser `scale`, exactly like a DCT-scaled decode (pixel c covers original pixels
+    c*s … c*s + s-1, the last block padded by its edge), so the warp's geometry stays exact. Only such
+    degenerate strips take this path; MediaPipe itself cannot run them at all.
+    """
+    rows, cols = image.pixels.shape[:2]
+    factor = -(-max(rows, cols) // _WARP_MAX_SIDE)
+    if factor == 1:
+        return image
+    pad_rows, pad_cols = -rows % factor, -cols % factor
+    pixels = image.pixels
+    if pad_rows or pad_cols:
+        pixels = np.pad(pixels, ((0, pad_rows), (0, pad_cols), (0, 0)), mode="edge")
+    # INTER_AREA by an exact integer factor is the mean of each factor×factor block.
+    shrunk = cv2.resize(
+        pixels, ((cols + pad_cols) // factor, (rows + pad_rows) // factor), interpolation=cv2.INTER_AREA
+    )
+    return DecodedImage(np.ascontiguousarray(shrunk), image.width, image.height, image.scale * factor)
+
+
 def letterbox(
     image: DecodedImage, size: int, *, out: np.ndarray | None = None
 ) -> tuple[np.ndarray, Letterbox]:
@@ -435,6 +462,7 @@ def letterbox(
     if size < 1:
         raise ValueError(f"size must be positive, not {size}")
     _check_out(out, size)
+    image = _fit_warp_limit(image)
     long_side = max(image.width, image.height)
     ratio = size / long_side  # input pixels per original pixel
     left = (long_side - image.width) / 2 * ratio

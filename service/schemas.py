@@ -7,7 +7,7 @@ every response through pydantic would cost more than the decoder).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -83,6 +83,13 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
+
+
+class Readiness(BaseModel):
+    """`/readyz`: 200 with "ready", or 503 with "unavailable" while the backend is not answering."""
+
+    status: Literal["ready", "unavailable"]
+    backend: str
 
 
 class BatchResponse(BaseModel):

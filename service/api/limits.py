@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.problems import problem_body, problem_response
 from service.errors import PayloadTooLarge
+
+# After answering before the body has all arrived, keep reading (and discarding) this long at most
+# before the connection closes: an "HTTP lingering close", as nginx does.
+LINGER_S = 1.0
+LINGER_MAX_BYTES = 64 * 1024 * 1024
 
 
 class BodyLimitMiddleware:
@@ -13,6 +20,13 @@ class BodyLimitMiddleware:
 
     Reading past the limit raises `PayloadTooLarge` inside whatever is reading the body (FastAPI's
     form parser, `request.stream()`), which the problem handler answers with 413.
+
+    Any answer sent before the whole body has arrived (that 413, or a 401/415/422 given without reading
+    it) carries `Connection: close`, so the rest of an upload is not swallowed on a kept-alive
+    connection, and a client still sending stops and reads the answer now, not when its upload ends.
+    Closing at once would reset the connection (unread data → RST) and an asyncio client, which drops
+    what it had not read when a write fails, would lose the answer: so the connection lingers, reading
+    and discarding, until the client stops sending or LINGER_S passes.
     """
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
@@ -24,30 +38,63 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.max_body_bytes
+        has_body = expects_continue = False
+        declared = -1
         for name, value in scope["headers"]:
-            if name == b"content-length":
+            if name == b"transfer-encoding":
+                has_body = True
+            elif name == b"expect" and value.lower() == b"100-continue":
+                expects_continue = True
+            elif name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = -1
-                if declared > limit:
-                    error = PayloadTooLarge(f"body of {declared} bytes exceeds the {limit}-byte limit")
-                    # Close the connection: the client may still be sending the body we refuse to read.
-                    response = problem_response(
-                        problem_body(error.status, error.title, error.detail, error.slug),
-                        {"Connection": "close"},
-                    )
-                    await response(scope, receive, send)
-                    return
+                has_body = has_body or declared != 0
         received = 0
+        body_done = not has_body
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, body_done
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise PayloadTooLarge(f"body exceeds the {limit}-byte limit")
+                body_done = not message.get("more_body", False)
             return message
 
-        await self.app(scope, limited_receive, send)
+        async def linger() -> None:
+            """Discard what the client is still sending, bounded in time and bytes."""
+            if expects_continue and received == 0:
+                return  # reading now would send "100 Continue" after the final answer
+            deadline, drained = time.monotonic() + LINGER_S, 0
+            while time.monotonic() < deadline and drained < LINGER_MAX_BYTES:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                drained += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
+
+        closing = False
+
+        async def closing_send(message: Message) -> None:
+            nonlocal closing
+            if message["type"] == "http.response.start" and not body_done:
+                closing = True
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            elif message["type"] == "http.response.body" and closing and not message.get("more_body"):
+                # Send the answer, linger, then end it (uvicorn closes the connection on that end).
+                await send({**message, "more_body": True})
+                await linger()
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        if declared > limit:
+            error = PayloadTooLarge(f"body of {declared} bytes exceeds the {limit}-byte limit")
+            response = problem_response(problem_body(error.status, error.title, error.detail, error.slug))
+            await response(scope, receive, closing_send)
+            return
+        await self.app(scope, limited_receive, closing_send)

@@ -22,7 +22,7 @@ from service.engine import Engine
 from service.errors import InputError, InvalidOption
 from service.imaging import Preprocess
 from service.options import DetectOptions
-from service.schemas import BatchResponse, DetectResponse, Problem, detect_response
+from service.schemas import BatchResponse, DetectResponse, Problem, Readiness, detect_response
 
 router = APIRouter()
 
@@ -178,7 +178,11 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Backend loaded and answering", responses={503: {"model": Problem}})
+@router.get(
+    "/readyz",
+    summary="Backend loaded and answering",
+    responses={200: {"model": Readiness}, 503: {"model": Readiness, "description": "Backend not ready"}},
+)
 async def readyz(request: Request) -> Response:
     ready = await engine_of(request).ready()
     body = {"status": "ready" if ready else "unavailable", "backend": request.app.state.settings.backend}

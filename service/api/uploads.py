@@ -14,6 +14,8 @@ from service.errors import ImageDecodeError, InvalidOption, UnsupportedMediaType
 
 RAW_TYPES = ("image/", "application/octet-stream")
 JSON_OPTION_KEYS = frozenset({"model", "min_score", "max_faces", "suppression", "preprocess"})
+# Option values are short words or numbers; anything longer is refused without being echoed back.
+_MAX_OPTION_CHARS = 32
 
 
 def media_type(request: Request) -> str:
@@ -57,6 +59,8 @@ def _from_json(body: bytes) -> tuple[bytes, dict[str, Any]]:
     unknown = set(document) - JSON_OPTION_KEYS - {"image"}
     if unknown:
         raise InvalidOption(f"unknown JSON keys: {sorted(unknown)}")
+    for key in JSON_OPTION_KEYS & set(document):
+        _check_option_type(key, document[key])
     encoded = document.pop("image")
     if encoded.startswith("data:"):  # tolerate a data URL, as browsers produce
         encoded = encoded.partition(",")[2]
@@ -65,3 +69,25 @@ def _from_json(body: bytes) -> tuple[bytes, dict[str, Any]]:
     except (binascii.Error, ValueError):
         raise ImageDecodeError('"image" is not valid base64') from None
     return data, document
+
+
+def _check_option_type(key: str, value: Any) -> None:
+    """JSON can carry any type where the query string only carries text: refuse wrong types here, by
+    name and without echoing the value (a list `model` once reached a dict lookup and became a 500)."""
+    if value is None:
+        return  # DetectOptions decides what null means (the default, where an option has one)
+    if key in ("min_score", "max_faces"):
+        numeric = isinstance(value, int) if key == "max_faces" else isinstance(value, int | float)
+        if isinstance(value, bool) or not numeric:
+            kind = "an integer" if key == "max_faces" else "a number"
+            raise InvalidOption(f"{key} must be {kind}, not a JSON {_json_type(value)}")
+    elif not isinstance(value, str):
+        raise InvalidOption(f"{key} must be a string, not a JSON {_json_type(value)}")
+    elif len(value) > _MAX_OPTION_CHARS:
+        raise InvalidOption(f"{key} is not a valid value ({len(value)} characters)")
+
+
+def _json_type(value: Any) -> str:
+    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array"}.get(
+        type(value), "object"
+    )
