@@ -190,3 +190,22 @@ def test_backend_down_is_503_and_not_ready(server: str, scripted) -> None:  # ty
     assert httpx.get(f"{server}/readyz").status_code == 503
     scripted.down = False
     assert httpx.get(f"{server}/readyz").status_code == 200
+
+
+def test_cors_is_off_by_default_and_on_for_listed_origins(make_server) -> None:  # type: ignore[no-untyped-def]
+    preflight = {
+        "origin": "https://app.example",
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization, content-type",
+    }
+    closed = make_server()
+    response = httpx.options(f"{closed}/detect", headers=preflight)
+    assert "access-control-allow-origin" not in response.headers
+    assert "access-control-allow-origin" not in httpx.get(f"{closed}/healthz", headers=preflight).headers
+
+    opened = make_server(cors_origins=["https://app.example"])
+    response = httpx.options(f"{opened}/detect", headers=preflight)
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "https://app.example"
+    other = httpx.options(f"{opened}/detect", headers={**preflight, "origin": "https://evil.example"})
+    assert other.headers.get("access-control-allow-origin") != "https://evil.example"
