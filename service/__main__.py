@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
+from types import FrameType
 
 import uvicorn
 
 from service.settings import get_settings
 
 
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def main() -> None:
+    # uvicorn drains in-flight requests on SIGTERM, then restores the previous handler and re-sends the
+    # signal; without this the process would die of it (exit -15) after a clean shutdown.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     settings = get_settings()
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Must be set before any worker imports prometheus_client (see service/metrics.py).

@@ -39,7 +39,9 @@ class Settings(BaseSettings):
     max_wait_us: int = Field(1000, ge=0, description="how long a batch waits to fill")
     max_queue: int = Field(128, ge=1, description="queued images per model before 429")
     max_inflight_batches: int = Field(1, ge=1, description="concurrent backend calls per model")
-    decode_threads: int = Field(0, ge=0, description="image-decoding threads per worker; 0 = 2 × cores / workers")
+    decode_threads: int = Field(
+        0, ge=0, description="image-decoding threads per worker; 0 = 2 × cores / workers"
+    )
 
     # --- embedded ONNX Runtime ---
     ort_threads: int = Field(1, ge=1, description="intra-op threads per ONNX Runtime session")

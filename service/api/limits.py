@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -69,8 +70,11 @@ class BodyLimitMiddleware:
             if expects_continue and received == 0:
                 return  # reading now would send "100 Continue" after the final answer
             deadline, drained = time.monotonic() + LINGER_S, 0
-            while time.monotonic() < deadline and drained < LINGER_MAX_BYTES:
-                message = await receive()
+            while (left := deadline - time.monotonic()) > 0 and drained < LINGER_MAX_BYTES:
+                try:
+                    message = await asyncio.wait_for(receive(), left)
+                except TimeoutError:
+                    return  # the client went quiet: it is reading the answer
                 if message["type"] != "http.request":
                     return
                 drained += len(message.get("body", b""))

@@ -46,7 +46,10 @@ def blend(dets: Detections, iou_threshold: float = 0.3) -> Detections:
         # MediaPipe adds one candidate at a time in float32 (np.sum would add pairwise): accumulate, take
         # the last row. Groups of one go through it too, as there: x * w / w can move x by an ulp.
         total = np.add.accumulate(weights)[-1]
-        blended.append(np.add.accumulate(coords[group] * weights[:, None], axis=0)[-1] / total)
+        if total > 0:
+            blended.append(np.add.accumulate(coords[group] * weights[:, None], axis=0)[-1] / total)
+        else:  # every score is exactly 0 (min_score=0 keeps them): MediaPipe would divide 0 by 0
+            blended.append(coords[head])
         remaining = remaining[~in_group]
 
     out = np.stack(blended)
