@@ -23,6 +23,6 @@ def verify_bearer(authorization: str, keys: list[str]) -> None:
         raise Unauthorized("a valid 'Authorization: Bearer <key>' header is required")
 
 
-def check_bearer(request: Request) -> None:
-    """FastAPI dependency for the HTTP routes."""
+async def check_bearer(request: Request) -> None:
+    """FastAPI dependency for the HTTP routes (async, so FastAPI runs it inline, not in a thread)."""
     verify_bearer(request.headers.get("authorization", ""), request.app.state.settings.api_keys)

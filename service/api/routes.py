@@ -79,35 +79,34 @@ _BATCH_BODY = {
 }
 
 
-class QueryOptions:
-    """Options from the query string; `None` means the service default."""
+QueryOptions = dict[str, Any]
 
-    def __init__(
-        self,
-        model: Annotated[
-            Literal["short", "full"] | None, Query(description="short (≤2 m) or full range")
-        ] = None,
-        min_score: Annotated[float | None, Query(ge=0, le=1, description="default: the model's")] = None,
-        max_faces: Annotated[int | None, Query(ge=1, le=1000)] = None,
-        suppression: Annotated[Suppression, Query(description="blend (paper §3) or plain nms")] = (
-            Suppression.BLEND
-        ),
-        preprocess: Annotated[Preprocess | None, Query(description="exact or fast (DCT-scaled JPEG)")] = None,
-    ) -> None:
-        self.values: dict[str, Any] = {
-            "model": model,
-            "min_score": min_score,
-            "max_faces": max_faces,
-            "suppression": suppression,
-            "preprocess": preprocess,
-        }
+
+async def query_options(
+    model: Annotated[Literal["short", "full"] | None, Query(description="short (≤2 m) or full range")] = None,
+    min_score: Annotated[float | None, Query(ge=0, le=1, description="default: the model's")] = None,
+    max_faces: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    suppression: Annotated[
+        Suppression, Query(description="blend (paper §3) or plain nms")
+    ] = Suppression.BLEND,
+    preprocess: Annotated[Preprocess | None, Query(description="exact or fast (DCT-scaled JPEG)")] = None,
+) -> QueryOptions:
+    """Options from the query string; `None` means the service default. (async: FastAPI runs a sync
+    dependency in a worker thread, two thread hops per request that cost more than the decoder.)"""
+    return {
+        "model": model,
+        "min_score": min_score,
+        "max_faces": max_faces,
+        "suppression": suppression,
+        "preprocess": preprocess,
+    }
 
 
 def resolve_options(
     connection: HTTPConnection, query: QueryOptions, overrides: dict[str, Any] | None = None
 ) -> DetectOptions:
     settings = connection.app.state.settings
-    values = {key: value for key, value in query.values.items() if value is not None}
+    values = {key: value for key, value in query.items() if value is not None}
     values.update(overrides or {})
     values.setdefault("model", settings.default_model)
     values.setdefault("preprocess", settings.preprocess)
@@ -135,7 +134,7 @@ def engine_of(request: Request) -> Engine:
     responses={200: {"model": DetectResponse}, **_ERRORS},
     openapi_extra=_IMAGE_BODY,
 )
-async def detect(request: Request, query: Annotated[QueryOptions, Depends()]) -> Response:
+async def detect(request: Request, query: Annotated[QueryOptions, Depends(query_options)]) -> Response:
     deadline = time.perf_counter() + request.app.state.settings.request_timeout_s
     data, json_options = await read_image(request)
     options = resolve_options(request, query, json_options)
@@ -151,7 +150,7 @@ async def detect(request: Request, query: Annotated[QueryOptions, Depends()]) ->
     responses={200: {"model": BatchResponse}, **_ERRORS},
     openapi_extra=_BATCH_BODY,
 )
-async def detect_batch(request: Request, query: Annotated[QueryOptions, Depends()]) -> Response:
+async def detect_batch(request: Request, query: Annotated[QueryOptions, Depends(query_options)]) -> Response:
     settings = request.app.state.settings
     deadline = time.perf_counter() + settings.request_timeout_s
     options = resolve_options(request, query)

@@ -19,7 +19,7 @@ from starlette.status import WS_1008_POLICY_VIOLATION, WS_1011_INTERNAL_ERROR
 
 from service.api.auth import verify_bearer
 from service.api.problems import problem_for
-from service.api.routes import QueryOptions, resolve_options
+from service.api.routes import QueryOptions, query_options, resolve_options
 from service.errors import InputError, InvalidOption, ServiceError, Unauthorized
 from service.schemas import detect_response
 from service.tracking import SmoothingOptions, Tracker
@@ -30,7 +30,7 @@ router = APIRouter()
 @router.websocket("/stream")
 async def stream(
     websocket: WebSocket,
-    query: Annotated[QueryOptions, Depends()],
+    query: Annotated[QueryOptions, Depends(query_options)],
     smooth: Annotated[bool, Query(description="One-Euro smoothing of boxes and keypoints")] = False,
     fps: Annotated[float, Query(gt=0, le=1000, description="frame rate for the smoothing filter")] = 30.0,
 ) -> None:

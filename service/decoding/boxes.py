@@ -6,13 +6,16 @@ BlazeFace's graphs set `reverse_output_order: true`, so each regressor row is
 `[x, y, w, h, kp0x, kp0y, ...]` (XYWH), in input pixels relative to the anchor centre. With fixed 1x1
 anchors: `centre = reg / scale + anchor`, `size = reg / scale`, `box = centre -/+ size / 2`.
 
-Same results as MediaPipe, with the work reordered: the score filter runs first and only the survivors
-are decoded (MediaPipe decodes all A rows, then drops low scores). Like MediaPipe, a box whose decoded
-width or height is negative or NaN is dropped. One deliberate difference: a NaN score (only a broken model
-makes one) is dropped here; MediaPipe's `score < min_score_thresh` test lets it through.
+Same results as MediaPipe, with the work reordered: the score filter runs first (in logit space, then
+exactly on the few candidates) and only the survivors are decoded (MediaPipe decodes all A rows, then
+drops low scores). Like MediaPipe, a box whose decoded width or height is negative or NaN is dropped.
+One deliberate difference: a NaN score (only a broken model makes one) is dropped here; MediaPipe's
+`score < min_score_thresh` test lets it through.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -45,9 +48,28 @@ def decode_boxes(
     if logits.shape not in ((num_anchors,), (num_anchors, 1)):
         raise ValueError(f"logits must be ({num_anchors},) or ({num_anchors}, 1), got {logits.shape}")
 
-    scores = scores_from_logits(logits.reshape(num_anchors), opts.score_clipping_thresh)
+    flat = logits.reshape(num_anchors)
+    # The sigmoid is monotonic, so a cheap comparison in logit space finds the few candidates first and
+    # the exact float32 test below runs on those only. The bound errs low: by ~16 float32 ulps of the
+    # score carried into logit space (dlogit = dscore / (s (1 - s))), and never above 15 because
+    # float32's sigmoid already rounds to 1.0 from a logit of ~16.6.
+    threshold = float(np.float32(min_score))
+    if threshold <= 0.0:
+        candidates = np.arange(num_anchors)
+    else:
+        if threshold >= 1.0:
+            bound = 15.0
+        else:
+            margin = 1e-3 + 1e-6 / (threshold * (1.0 - threshold))
+            # Below -clip every score is sigmoid(-clip) = 0 in float32, under any positive threshold.
+            bound = min(
+                15.0, max(-opts.score_clipping_thresh, math.log(threshold / (1.0 - threshold)) - margin)
+            )
+        candidates = np.flatnonzero(flat >= np.float32(bound))
+    scores = scores_from_logits(flat[candidates], opts.score_clipping_thresh)
     # MediaPipe compares two floats: cast the threshold so 0.6 means 0.6f, not the double 0.6.
-    keep = np.flatnonzero(scores >= np.float32(min_score))
+    passed = scores >= np.float32(min_score)
+    keep, scores = candidates[passed], scores[passed]
     if keep.size == 0:
         return Detections.empty(opts.num_keypoints)
 
@@ -67,9 +89,9 @@ def decode_boxes(
     # MediaPipe drops boxes of negative or NaN size (b/171391719); `>= 0` is False for NaN.
     valid = np.all(boxes[:, 2:] - boxes[:, :2] >= 0, axis=1)
     if not valid.all():
-        keep, boxes, keypoints = keep[valid], boxes[valid], keypoints[valid]
+        scores, boxes, keypoints = scores[valid], boxes[valid], keypoints[valid]
     return Detections(
-        scores=scores[keep],
+        scores=scores,
         boxes=np.ascontiguousarray(boxes, np.float32),
         keypoints=np.ascontiguousarray(keypoints, np.float32),
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.decoding import Detections, Suppression, decode
 from service.decoding.anchors import generate_anchors
@@ -160,3 +162,26 @@ def test_decode_suppression_modes() -> None:
     np.testing.assert_array_equal(by_name.boxes, kept.boxes)
     with pytest.raises(ValueError):
         decode(regressors, logits, SHORT, suppression="soft")  # type: ignore[arg-type]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    min_score=st.floats(0.0, 1.0),
+    spread=st.floats(1e-6, 50.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_logit_prefilter_keeps_exactly_the_sigmoid_survivors(
+    min_score: float, spread: float, seed: int
+) -> None:
+    """The logit-space shortcut must keep the same anchors as scoring every anchor and comparing."""
+    opts = SHORT.decoder
+    anchors = generate_anchors(SHORT.anchors)
+    rng = np.random.default_rng(seed)
+    centre = np.log(min_score / (1 - min_score)) if 0 < min_score < 1 else 0.0
+    logits = (centre + rng.normal(0, spread, (opts.num_boxes, 1))).astype(np.float32)
+    regressors = np.zeros((opts.num_boxes, opts.num_coords), np.float32)
+    regressors[:, 2:4] = 10  # positive sizes, so no box is dropped for its shape
+    expected = scores_from_logits(logits[:, 0], opts.score_clipping_thresh)
+    expected = expected[expected >= np.float32(min_score)]
+    got = decode_boxes(regressors, logits, anchors, opts, min_score)
+    np.testing.assert_array_equal(got.scores, expected)
