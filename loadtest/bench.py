@@ -136,7 +136,7 @@ def main() -> None:
         if args.preprocess == "exact"
         else pipeline_rate(paths, args.model, "exact", seconds, args.cores)
     )
-    http = http_rows(paths, args.model, args.preprocess, seconds, args.cores, [1, 8, 32])
+    http = http_rows(paths, args.model, args.preprocess, seconds, args.cores, [1, 8, 16, 32])
     idle = idle_latency(paths, args.model, args.preprocess, 100 if args.quick else 300)
     mediapipe = peer(paths, args.model, seconds, args.cores)
 

@@ -328,6 +328,9 @@ def probe(data: bytes | bytearray | memoryview) -> ImageInfo:
 # Decode straight to RGB where OpenCV has IMREAD_COLOR_RGB (4.14 here): libjpeg-turbo then writes RGB
 # itself, saving a full-size cvtColor (≈5 ms of ≈65 on a 12 MP JPEG). It must be combined with the
 # REDUCED_GRAYSCALE_n bits: REDUCED_COLOR_n carry IMREAD_COLOR (BGR), which OpenCV refuses beside RGB.
+# Images are processed in parallel by our own decode threads and workers, one image per thread; OpenCV's
+# own thread pool on top of that would only oversubscribe the cores.
+cv2.setNumThreads(1)
 _RGB_FLAG: int | None = getattr(cv2, "IMREAD_COLOR_RGB", None)
 _REDUCED_BITS = {
     1: 0,
