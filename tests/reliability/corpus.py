@@ -26,6 +26,8 @@ import cv2
 import numpy as np
 import orjson
 
+from tests.images import cmyk_jpeg
+
 PHOTOS = Path(__file__).resolve().parents[1] / "data" / "photos"
 SEED = 20_261_127
 
@@ -175,28 +177,6 @@ def segment(marker: int, payload: bytes) -> bytes:
 
 def after_soi(jpeg: bytes, inserted: bytes) -> bytes:
     return jpeg[:2] + inserted + jpeg[2:]
-
-
-def cmyk_jpeg(cmyk: tuple[int, int, int, int]) -> bytes:
-    """An 8×8 flat four-component (Adobe, CMYK) baseline JPEG built by hand: OpenCV cannot write CMYK.
-    Quantiser 1, DC-only blocks, an AC table holding only EOB (same construction as tests/test_imaging)."""
-    app14 = segment(0xEE, b"Adobe" + struct.pack(">HHHB", 100, 0, 0, 0))
-    dqt = segment(0xDB, b"\x00" + b"\x01" * 64)
-    components = b"".join(bytes([i + 1, 0x11, 0]) for i in range(4))
-    sof = segment(0xC0, struct.pack(">BHHB", 8, 8, 8, 4) + components)
-    dc_table = b"\x00" + bytes([0, 0, 0, 12] + [0] * 12) + bytes(range(12))
-    ac_table = b"\x10" + bytes([1] + [0] * 15) + b"\x00"
-    dht = segment(0xC4, dc_table + ac_table)
-    sos = segment(0xDA, b"\x04" + b"".join(bytes([i + 1, 0x00]) for i in range(4)) + b"\x00\x3f\x00")
-    bits = ""
-    for value in cmyk:
-        dc = 8 * (value - 128)
-        category = abs(dc).bit_length()
-        magnitude = dc if dc >= 0 else dc + (1 << category) - 1
-        bits += format(category, "04b") + (format(magnitude, f"0{category}b") if category else "") + "0"
-    bits += "1" * (-len(bits) % 8)
-    scan = bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits), 8)).replace(b"\xff", b"\xff\x00")
-    return b"\xff\xd8" + app14 + dqt + sof + dht + sos + scan + b"\xff\xd9"
 
 
 def animated_gif(frames: int = 3) -> bytes:
