@@ -44,3 +44,14 @@ def test_detections_equal_mediapipe(detector, references, model: str) -> None:  
     )
     assert not failures, "\n".join(failures)
     assert faces > 20  # the set really exercises the model
+
+
+@pytest.mark.parametrize("model", ["short", "full"])
+def test_fast_preprocessing_finds_the_same_faces(detector, references, model: str) -> None:  # type: ignore[no-untyped-def]
+    """The default mode decodes JPEGs DCT-scaled, so pixels (and scores) move a little, but the faces
+    found must be MediaPipe's: none missing, none extra, boxes close (README "Preprocessing")."""
+    for name, photo in references["photos"].items():
+        ours = detector.detect((PHOTOS / name).read_bytes(), model=model, preprocess="fast")
+        matches, missing, extra = match_faces(as_reference_dicts(ours), photo["detections"][model])
+        assert (missing, extra) == (0, 0), name
+        assert all(m.iou >= 0.8 and m.score_diff <= 0.08 for m in matches), (name, matches)
