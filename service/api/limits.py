@@ -7,7 +7,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.problems import problem_body, problem_response
+from service.api.problems import problem_for, problem_response
 from service.errors import PayloadTooLarge
 
 # After answering before the body has all arrived, keep reading (and discarding) this long at most
@@ -98,7 +98,7 @@ class BodyLimitMiddleware:
 
         if declared > limit:
             error = PayloadTooLarge(f"body of {declared} bytes exceeds the {limit}-byte limit")
-            response = problem_response(problem_body(error.status, error.title, error.detail, error.slug))
+            response = problem_response(problem_for(error))
             await response(scope, receive, closing_send)
             return
         await self.app(scope, limited_receive, closing_send)

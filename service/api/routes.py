@@ -110,12 +110,6 @@ def resolve_options(
     values.update(overrides or {})
     values.setdefault("model", settings.default_model)
     values.setdefault("preprocess", settings.preprocess)
-    if "min_score" in values and not isinstance(values["min_score"], int | float):
-        raise InvalidOption("min_score must be a number")
-    if "max_faces" in values and (
-        isinstance(values["max_faces"], bool) or not isinstance(values["max_faces"], int)
-    ):
-        raise InvalidOption("max_faces must be an integer")
     return DetectOptions(**values)
 
 
