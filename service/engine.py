@@ -11,6 +11,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
+
 from service import metrics
 from service.backends.base import Backend
 from service.batching import BatchingOptions, MicroBatcher
@@ -83,7 +85,7 @@ class Engine:
         self._decode_threads = settings.decode_threads or 2 * cores_here
         self._decoder: ThreadPoolExecutor | None = None
 
-    async def _infer(self, model: str, batch):  # type: ignore[no-untyped-def]
+    async def _infer(self, model: str, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         try:
             return await self.backend.infer(model, batch)
         except ServiceError as exc:

@@ -17,8 +17,10 @@ from service.geometry import Letterbox
 from service.imaging import preprocess
 from service.options import DetectOptions
 from service.postprocess import Face, faces_from_tensors
+from service.settings import Settings
 
-DEFAULT_MAX_PIXELS = 40_000_000
+# The same decoded-size limit as the HTTP service's default (MAX_PIXELS).
+DEFAULT_MAX_PIXELS: int = Settings.model_fields["max_pixels"].default
 
 
 def prepare(data: bytes, options: DetectOptions, max_pixels: int) -> tuple[np.ndarray, Letterbox]:

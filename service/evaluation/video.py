@@ -15,7 +15,7 @@ import numpy as np
 
 from service.evaluation.jitter import encode_bmp, face_points, inter_ocular
 from service.imaging import decode
-from service.pipeline import Detector
+from service.pipeline import DEFAULT_MAX_PIXELS, Detector
 from service.tracking import SmoothingOptions, TrackedFace, Tracker
 
 
@@ -55,7 +55,7 @@ def video_jitter(
     seed: int = 0,
 ) -> VideoJitter:
     rng = np.random.default_rng(seed)
-    pixels = decode(photo, max_pixels=40_000_000).pixels.astype(np.float32)
+    pixels = decode(photo, max_pixels=DEFAULT_MAX_PIXELS).pixels.astype(np.float32)
     raw_tracker, smooth_tracker = Tracker(), Tracker(smoothing=smoothing or SmoothingOptions())
     raw_history: dict[int, list[np.ndarray]] = {}
     smooth_history: dict[int, list[np.ndarray]] = {}
