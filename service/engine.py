@@ -48,23 +48,6 @@ class DetectResult:
     timing: Timing
 
 
-def make_backend(settings: Settings) -> Backend:
-    if settings.backend == "triton":
-        from service.backends.triton import TritonBackend  # tritonclient only when asked for
-
-        backend: Backend = TritonBackend.from_settings(settings)
-        if settings.breaker_failures > 0:
-            # Only the remote backend: a down or hung Triton is what the breaker fails fast on; the
-            # in-process ONNX Runtime has no such failure to wait out.
-            from service.backends.breaker import CircuitBreaker
-
-            backend = CircuitBreaker(backend, settings.breaker_failures, settings.breaker_reset_s)
-        return backend
-    from service.backends.onnx import OnnxBackend
-
-    return OnnxBackend(threads=settings.ort_threads)
-
-
 class Engine:
     def __init__(self, settings: Settings, backend: Backend) -> None:
         self.settings = settings

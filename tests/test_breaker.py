@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from service.backends.base import Backend
 from service.backends.breaker import CircuitBreaker, CircuitOpen, CircuitState
-from service.engine import make_backend
+from service.backends.factory import make_backend
 from service.errors import BackendUnavailable, DeadlineExceeded
 from service.model.specs import MODELS
 from service.settings import Settings

@@ -19,7 +19,8 @@ from service.api.limits import BodyLimitMiddleware
 from service.api.observability import RequestMetricsMiddleware
 from service.api.routes import router
 from service.backends.base import Backend
-from service.engine import Engine, make_backend
+from service.backends.factory import make_backend
+from service.engine import Engine
 from service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)

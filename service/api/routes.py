@@ -16,13 +16,13 @@ from starlette.responses import Response
 from service import metrics
 from service.api.auth import check_bearer
 from service.api.problems import problem_for
+from service.api.schemas import BatchResponse, DetectResponse, Problem, Readiness, detect_response
 from service.api.uploads import read_files, read_image
 from service.decoding import Suppression
 from service.engine import Engine
 from service.errors import InputError, InvalidOption
 from service.imaging import Preprocess
 from service.options import DetectOptions
-from service.schemas import BatchResponse, DetectResponse, Problem, Readiness, detect_response
 
 router = APIRouter()
 

@@ -20,8 +20,8 @@ from starlette.status import WS_1008_POLICY_VIOLATION, WS_1011_INTERNAL_ERROR
 from service.api.auth import verify_bearer
 from service.api.problems import problem_for
 from service.api.routes import QueryOptions, query_options, resolve_options
+from service.api.schemas import detect_response
 from service.errors import InputError, InvalidOption, ServiceError, Unauthorized
-from service.schemas import detect_response
 from service.tracking import SmoothingOptions, Tracker
 
 router = APIRouter()

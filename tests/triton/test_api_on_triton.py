@@ -26,7 +26,7 @@ import tritonclient.grpc as triton_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.api.problems import PROBLEM_MEDIA_TYPE
-from service.schemas import face_dict
+from service.api.schemas import face_dict
 from service.triton_server import TritonServer
 from tests.conftest import DATA
 from tests.servers import ServiceProcess, service_process
