@@ -3,8 +3,9 @@
 #   docker build -t blazeface-serve:0.1.0 .
 #   docker run --rm -p 8080:8000 --read-only --tmpfs /tmp blazeface-serve:0.1.0
 #
-# Stages: `deps` (runtime dependencies in /opt/venv), `weights` (adds the build extra and converts the
-# pinned MediaPipe .tflite files to ONNX), `runtime` (the venv, the code and the ONNX; non-root).
+# Stages: `deps` (the package and its runtime dependencies, with the `triton` extra, installed into
+# /opt/venv), `weights` (adds the build extra and converts the pinned MediaPipe .tflite files to ONNX),
+# `runtime` (the venv and the model repository, found through MODEL_REPOSITORY; non-root).
 # Read-only root filesystem: the only writes are to /tmp (PROMETHEUS_MULTIPROC_DIR is created there when
 # WORKERS > 1), so mount a tmpfs or an emptyDir on /tmp. See deploy/README.md.
 
@@ -19,25 +20,24 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /src
 # constraints.tx[t]: the glob lets the build run whether or not the repository has a constraints file.
 COPY pyproject.toml constraints.tx[t] ./
-# The dependency lists come from pyproject.toml, but the package itself is not installed: the code runs
-# from /app so that service/model/specs.py finds triton_repo/ beside it (REPO_ROOT).
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies']), file=open('requirements.txt', 'w')); \
-print('\n'.join(p['optional-dependencies']['build']), file=open('requirements-build.txt', 'w'))" \
-    && python -m venv /opt/venv \
+COPY service/ service/
+COPY blazeface_tools/ blazeface_tools/
+# A regular (non-editable) install: the runtime stage needs neither /src nor PYTHONPATH. The package is
+# local and constraints.txt pins every dependency, which hadolint's DL3013 cannot see.
+# hadolint ignore=DL3013
+RUN python -m venv /opt/venv \
     && if [ -f constraints.txt ]; then set -- -c constraints.txt; fi \
-    && pip install --no-cache-dir "$@" -r requirements.txt
+    && pip install --no-cache-dir "$@" ".[triton]"
 
 FROM deps AS weights
 # The build extra (onnx, tflite) goes into this stage's copy of the venv only; `runtime` copies `deps`'.
+# hadolint ignore=DL3013
 RUN if [ -f constraints.txt ]; then set -- -c constraints.txt; fi \
-    && pip install --no-cache-dir "$@" -r requirements-build.txt
-WORKDIR /app
-COPY service/ service/
+    && pip install --no-cache-dir "$@" ".[build]"
 COPY triton_repo/ triton_repo/
-# Downloads the pinned mediapipe wheel (sha256-checked) and writes triton_repo/blazeface_*_onnx/1/model.onnx.
-RUN python -m service.model build \
-    && python -m compileall -q service
+# Downloads the pinned mediapipe wheel (sha256-checked) and writes triton_repo/blazeface_*_onnx/1/model.onnx
+# (run from /src, whose blazeface_tools writes into the triton_repo/ beside it).
+RUN python -m blazeface_tools.weights build
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="blazeface-serve" \
@@ -50,12 +50,11 @@ RUN groupadd --system --gid 10001 app \
        --shell /usr/sbin/nologin app \
     && install -d -o app -g app /repo
 COPY --from=deps /opt/venv /opt/venv
-COPY --from=weights /app/service /app/service
-COPY --from=weights /app/triton_repo /app/triton_repo
+COPY --from=weights /src/triton_repo /app/triton_repo
 # Shipped so the compose `weights` job and the Kubernetes `model-repo` init container hand it to TensorRT.
 COPY deploy/build_engines.sh /app/deploy/build_engines.sh
 ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONPATH=/app \
+    MODEL_REPOSITORY=/app/triton_repo \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0 \

@@ -12,9 +12,9 @@ $(INSTALLED): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[build,test]'
 	touch $@
 
-# Skips models whose ONNX is newer than its .tflite and the converter (service/model/__main__.py).
+# Skips models whose ONNX is newer than its .tflite and the converter (blazeface_tools/weights/build.py).
 weights: $(INSTALLED)
-	$(BIN)/python -m service.model build
+	$(BIN)/python -m blazeface_tools.weights build
 
 serve: weights
 	$(BIN)/python -m service
@@ -34,7 +34,7 @@ references:
 	bash tests/reference/rebuild.sh
 
 bench: weights
-	$(BIN)/python loadtest/bench.py
+	$(BIN)/python -m loadtest.bench
 
 clean:
 	rm -rf $(VENV) weights loadtest/results

@@ -10,7 +10,7 @@
 #   docker run --rm --gpus all -v "$PWD:/workspace" -w /workspace \
 #       nvcr.io/nvidia/tensorrt:24.10-py3 deploy/build_engines.sh [--force]
 #
-# The ONNX files must exist first (`python -m service.model build`). An existing plan is kept unless
+# The ONNX files must exist first (`python -m blazeface_tools.weights build`). An existing plan is kept unless
 # --force (or FORCE=1) is given. Batch profile: MIN_BATCH..MAX_BATCH, tuned for OPT_BATCH; these must match
 # max_batch_size and preferred_batch_size in the _trt configs (tests/triton/test_configs.py checks it).
 set -euo pipefail
@@ -18,7 +18,7 @@ set -euo pipefail
 MIN_BATCH=1
 OPT_BATCH=32
 MAX_BATCH=64
-# model name -> square input size (service/model/specs.py)
+# model name -> square input size (blazeface_tools/weights/specs.py)
 declare -A INPUT_SIZE=([short]=128 [full]=192)
 
 force="${FORCE:-0}"
@@ -54,7 +54,7 @@ for model in short full; do
     onnx="$repo_root/triton_repo/blazeface_${model}_onnx/1/model.onnx"
     plan="$repo_root/triton_repo/blazeface_${model}_trt/1/model.plan"
     if [[ ! -f "$onnx" ]]; then
-        echo "missing $onnx: run 'python -m service.model build' first" >&2
+        echo "missing $onnx: run 'python -m blazeface_tools.weights build' first" >&2
         exit 1
     fi
     if [[ -f "$plan" && "$force" != 1 ]]; then

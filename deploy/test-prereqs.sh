@@ -3,7 +3,7 @@
 #  - Debian's Chromium, for the demo-page test (tests/api/test_demo_page.py);
 #  - nvidia-pytriton's real tritonserver binary (tests/triton), installed with --no-deps: it pins
 #    numpy<2, which the service does not need; the models inside Triton run in their own numpy<2 env
-#    that service/triton_server.py builds.
+#    that blazeface_tools/triton_cpu/server.py builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v chromium >/dev/null 2>&1; then

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Serve the CPU models (blazeface_{short,full}_cpu) with a real Triton on a machine without a GPU: the
-# tritonserver binary shipped in the nvidia-pytriton wheel, supervised by service/triton_server.py
+# tritonserver binary shipped in the nvidia-pytriton wheel, supervised by blazeface_tools/triton_cpu/server.py
 # (DESIGN §8). Loopback ports 8010 (HTTP; 8000 is the API's), 8001 (gRPC), 8002 (metrics) unless told otherwise:
 #
 #   deploy/triton-cpu.sh                                  # foreground; Ctrl-C / SIGTERM stops it cleanly
-#   deploy/triton-cpu.sh --grpc-port 9001 --host 0.0.0.0  # any option of `python -m service.triton_server`
+#   deploy/triton-cpu.sh --grpc-port 9001 --host 0.0.0.0  # any option of `python -m blazeface_tools.triton_cpu`
 #
 # PYTHON picks the interpreter (default: the repository's .venv). The first run installs nvidia-pytriton
 # (--no-deps: only its binaries are used), builds the ONNX models if missing, and builds the models'
-# own venv with numpy<2 under ~/.cache/blazeface-serve (service/triton_server.py says why).
+# own venv with numpy<2 under ~/.cache/blazeface-serve (blazeface_tools/triton_cpu/server.py says why).
 set -euo pipefail
 
 PYTRITON_VERSION=0.7.0
@@ -21,4 +21,4 @@ if ! "$python" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec
     "$python" -m pip install --no-deps "nvidia-pytriton==${PYTRITON_VERSION}"
 fi
 "$python" -m service.model build  # no-op when the ONNX files are current
-exec "$python" -m service.triton_server "$@"
+exec "$python" -m blazeface_tools.triton_cpu "$@"

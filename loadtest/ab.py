@@ -1,11 +1,12 @@
 """A/B the HTTP service under settings variants, interleaved so background load falls on all alike.
 
-    python loadtest/ab.py --rounds 3 --seconds 8 --concurrency 8 \\
+    python -m loadtest.ab --rounds 3 --seconds 8 --concurrency 8 \\
         'DECODE_THREADS=40' 'DECODE_THREADS=0'
 
 Each variant is a space-separated list of settings (environment variables) for `python -m service`
 (WORKERS defaults to the core count, PREPROCESS to fast); every round starts each variant's server
-fresh, warms it, loads it with the photo mix (loadtest/photos.py) and records img/s, p50 and p99.
+fresh, warms it, loads it with the photo mix
+(blazeface_tools/testkit/photos.py) and records img/s, p50 and p99.
 Prints the median over rounds per variant and writes loadtest/results/ab.json. Not a test.
 """
 
@@ -16,16 +17,14 @@ import asyncio
 import json
 import os
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from blazeface_tools.testkit import photos
+from blazeface_tools.testkit.servers import service_process
+from loadtest.httpload import run_load
 
-from loadtest import photos  # noqa: E402
-from loadtest.httpload import run_load  # noqa: E402
-from tests.servers import service_process  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_variant(text: str) -> dict[str, str]:

@@ -1,8 +1,9 @@
 """End-to-end benchmark: model-only, in-process pipeline, HTTP, and the MediaPipe peer, in one run.
 
-    python loadtest/bench.py [--quick] [--model short] [--preprocess fast]
+    python -m loadtest.bench [--quick] [--model short] [--preprocess fast]
 
-Same photos (loadtest/photos.py: 640×480, 1280×720, 1920×1080, 12 MP JPEGs) and cores for every row:
+Same photos (blazeface_tools/testkit/photos.py: 640×480, 1280×720, 1920×1080, 12 MP JPEGs) and cores
+for every row:
 the pipeline and the peer run one process per core, the HTTP service `WORKERS` = cores. Prints a table
 with the ratios and writes loadtest/results/bench.json. A benchmark, not a test: nothing asserts.
 """
@@ -16,19 +17,18 @@ import multiprocessing
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # runnable as a script from anywhere
+from blazeface_tools.testkit import photos
+from blazeface_tools.testkit.servers import service_process
+from blazeface_tools.weights.build import ensure_built
+from loadtest import bench_model
+from loadtest.httpload import run_load
 
-from loadtest import bench_model, photos  # noqa: E402
-from loadtest.httpload import run_load  # noqa: E402
-from service.model.__main__ import ensure_built  # noqa: E402
-from tests.servers import service_process  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 RESULTS = REPO / "loadtest" / "results" / "bench.json"
 PEER_PYTHON = REPO / ".venv-mediapipe" / "bin" / "python"

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from blazeface_tools import CHECKOUT as REPO_ROOT
+from blazeface_tools.weights.build import ensure_built
 from service.backends.onnx import make_session
-from service.model.__main__ import ensure_built
-from service.model.specs import MODELS, REPO_ROOT
+from service.specs import MODELS
 
 RESULTS = REPO_ROOT / "loadtest" / "results" / "bench_model.json"
 

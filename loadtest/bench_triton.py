@@ -3,7 +3,8 @@ the same ONNX Runtime call made in-process (what the embedded backend pays).
 
     python -m loadtest.bench_triton [--url HOST:PORT] [--batches 1 32] [--calls 50] [--rounds 3]
 
-Without --url it starts the CPU tritonserver from nvidia-pytriton (service/triton_server.py) on free
+Without --url it starts the CPU tritonserver from nvidia-pytriton
+(blazeface_tools/triton_cpu/server.py) on free
 loopback ports and stops it at the end. One call at a time (latency, not throughput); configurations
 are timed in interleaved rounds so load from other processes falls on all of them alike; the median
 and 90th percentile per call are reported, and the ratio to in-process ONNX Runtime. Writes
@@ -25,10 +26,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from blazeface_tools import CHECKOUT as REPO_ROOT
+from blazeface_tools.triton_cpu.server import Ports, TritonServer
+from blazeface_tools.weights.build import ensure_built
 from service.backends.triton import TritonBackend, TritonSettings
-from service.model.__main__ import ensure_built
-from service.model.specs import MODELS, REPO_ROOT
-from service.triton_server import Ports, TritonServer
+from service.specs import MODELS
 
 RESULTS = REPO_ROOT / "loadtest" / "results" / "bench_triton.json"
 MODES = ("in-process", "grpc", "grpc+shm")

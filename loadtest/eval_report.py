@@ -2,11 +2,12 @@
 
     python -m loadtest.eval_report [--threads 1] [--shifts 1..8] [--low-score 0.1]
 
-- Jitter (`service/evaluation/jitter.py` has the definition): both models, blending vs NMS, on the
+- Jitter (`blazeface_tools/evaluation/jitter.py` has the definition): both models, blending vs NMS, on the
   reference photos (`tests/data/photos/`) and on the labelled set's original photos
   (`tests/data/eval/images/dlib/`), preprocess `exact`.
-- Video mode (`service/evaluation/video.py`): still clips with per-frame noise, raw vs smoothed tracks.
-- AP (`service/evaluation/ap.py`): both models × `exact`/`fast` on the labelled set
+- Video mode (`blazeface_tools/evaluation/video.py`):
+  still clips with per-frame noise, raw vs smoothed tracks.
+- AP (`blazeface_tools/evaluation/ap.py`): both models × `exact`/`fast` on the labelled set
   (`tests/data/eval/labels.txt`), overall and per subset (original photos, 40 % low-resolution copies,
   2×2 grids), once at the service's own score thresholds (what clients get) and once at `--low-score`
   (a longer precision/recall curve: closer to the model's AP).
@@ -24,8 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service.evaluation.ap import EvalConfig
-from service.evaluation.cli import (
+from blazeface_tools import CHECKOUT as REPO_ROOT
+from blazeface_tools.evaluation.ap import EvalConfig
+from blazeface_tools.evaluation.cli import (
     ap_markdown,
     expand_photos,
     jitter_markdown,
@@ -35,8 +37,7 @@ from service.evaluation.cli import (
     run_video,
     video_markdown,
 )
-from service.evaluation.jitter import JitterConfig
-from service.model.specs import REPO_ROOT
+from blazeface_tools.evaluation.jitter import JitterConfig
 from service.pipeline import Detector
 
 RESULTS = REPO_ROOT / "loadtest" / "results" / "eval.json"

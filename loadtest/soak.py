@@ -1,11 +1,11 @@
 """Soak: a bounded run of mixed good and bad traffic at fixed concurrency; watch statuses, latency, RSS.
 
-    .venv/bin/python loadtest/soak.py                      # 10 min against a service it starts
-    .venv/bin/python loadtest/soak.py --minutes 1 --concurrency 4
-    .venv/bin/python loadtest/soak.py --url http://127.0.0.1:8000 --pid 1234   # a running one (loopback)
+    .venv/bin/python -m loadtest.soak                      # 10 min against a service it starts
+    .venv/bin/python -m loadtest.soak --minutes 1 --concurrency 4
+    .venv/bin/python -m loadtest.soak --url http://127.0.0.1:8000 --pid 1234   # a running one (loopback)
 
 Good traffic: real photos on both models, the batch endpoint and base64 JSON (corpus.good_requests).
-Bad traffic: every non-trickled case of the generated corpus (tests/reliability/corpus.py), whose
+Bad traffic: every non-trickled case of the generated corpus (blazeface_tools/testkit/corpus.py), whose
 expected statuses assume the limits this script starts the service with (MAX_BODY_BYTES 2 MiB,
 MAX_PIXELS 20 MP, MAX_BATCH_IMAGES 8). Reports requests, statuses, 5xx, statuses other than the
 documented one, good-request p50/p99 and the server's RSS (start after warm-up, end, peak), and writes
@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import random
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -29,11 +28,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from blazeface_tools.testkit.corpus import Case, build_corpus, good_requests
+from blazeface_tools.testkit.servers import service_process
 
-from tests.reliability.corpus import Case, build_corpus, good_requests  # noqa: E402
-from tests.servers import service_process  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 LIMITS = {"max_body_bytes": 2 * 1024 * 1024, "max_pixels": 20_000_000, "max_batch_images": 8}
 REQUEST_TIMEOUT_S = 30.0

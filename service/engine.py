@@ -17,11 +17,11 @@ from service import metrics
 from service.backends.base import Backend
 from service.batching import BatchingOptions, MicroBatcher
 from service.errors import BackendUnavailable, DeadlineExceeded, ServiceError
-from service.model.specs import MODELS
 from service.options import DetectOptions
 from service.pipeline import prepare
 from service.postprocess import Face, faces_from_tensors
 from service.settings import Settings
+from service.specs import MODELS
 
 
 @dataclass(frozen=True)

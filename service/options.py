@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from service.decoding import Suppression
 from service.errors import InvalidOption
 from service.imaging import Preprocess
-from service.model.specs import MODELS, ModelSpec
+from service.specs import MODELS, ModelSpec
 
 
 @dataclass(frozen=True)

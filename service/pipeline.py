@@ -9,6 +9,7 @@ The HTTP service runs the same steps (`prepare`, then `faces_from_tensors`) arou
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -17,7 +18,7 @@ from service.geometry import Letterbox
 from service.imaging import preprocess
 from service.options import DetectOptions
 from service.postprocess import Face, faces_from_tensors
-from service.settings import Settings
+from service.settings import Settings, checkout_model_repository
 
 # The same decoded-size limit as the HTTP service's default (MAX_PIXELS).
 DEFAULT_MAX_PIXELS: int = Settings.model_fields["max_pixels"].default
@@ -31,8 +32,10 @@ def prepare(data: bytes, options: DetectOptions, max_pixels: int) -> tuple[np.nd
 class Detector:
     """Both BlazeFace models in this process; `detect_many` runs one ORT batch for all images."""
 
-    def __init__(self, threads: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-        self._backend = OnnxBackend(threads)
+    def __init__(
+        self, threads: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS, model_repository: Path | None = None
+    ) -> None:
+        self._backend = OnnxBackend(model_repository or checkout_model_repository(), threads)
         self._backend.load()
         self._max_pixels = max_pixels
 

@@ -8,8 +8,8 @@ import numpy as np
 
 from service.decoding import decode
 from service.geometry import CropRoi, Letterbox, crop_rois, to_image_pixels
-from service.model.specs import KEYPOINT_NAMES
 from service.options import DetectOptions
+from service.specs import KEYPOINT_NAMES
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def checkout_model_repository() -> Path:
+    """`triton_repo/` of the checkout this package runs from; an installed wheel has none beside it, so
+    it must be given `MODEL_REPOSITORY` (the backend names the setting when the files are missing)."""
+    return Path(__file__).resolve().parents[1] / "triton_repo"
 
 
 class Settings(BaseSettings):
@@ -44,6 +51,10 @@ class Settings(BaseSettings):
     )
 
     # --- embedded ONNX Runtime ---
+    model_repository: Path = Field(
+        default_factory=checkout_model_repository,
+        description="Triton-layout folder holding blazeface_{model}_onnx/1/model.onnx",
+    )
     ort_threads: int = Field(1, ge=1, description="intra-op threads per ONNX Runtime session")
 
     # --- Triton ---

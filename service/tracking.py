@@ -30,8 +30,8 @@ import numpy as np
 
 from service.decoding.detections import Detections, pairwise_iou
 from service.geometry import crop_rois
-from service.model.specs import KEYPOINT_NAMES
 from service.postprocess import Face
+from service.specs import KEYPOINT_NAMES
 
 
 @dataclass(frozen=True)

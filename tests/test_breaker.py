@@ -14,8 +14,8 @@ from service.backends.base import Backend
 from service.backends.breaker import CircuitBreaker, CircuitOpen, CircuitState
 from service.backends.factory import make_backend
 from service.errors import BackendUnavailable, DeadlineExceeded
-from service.model.specs import MODELS
 from service.settings import Settings
+from service.specs import MODELS
 
 RESET_S = 2.0
 _names = itertools.count()

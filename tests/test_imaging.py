@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from blazeface_tools.testkit.images import cmyk_jpeg
 from service import imaging
 from service.errors import ImageDecodeError, ImageTooLarge, UnsupportedMediaType
 from service.imaging import DecodedImage, ImageInfo, Preprocess, decode, letterbox, preprocess, probe
-from tests.images import cmyk_jpeg
 
 BIG = 100_000_000
 RNG = np.random.default_rng(1234)

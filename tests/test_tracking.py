@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from service.geometry import CropRoi
-from service.model.specs import KEYPOINT_NAMES
 from service.postprocess import Face
+from service.specs import KEYPOINT_NAMES
 from service.tracking import SmoothingOptions, TrackedFace, Tracker
 
 

@@ -45,7 +45,7 @@ import numpy as np
 from service import metrics
 from service.backends.base import Backend
 from service.errors import BackendUnavailable, DeadlineExceeded
-from service.model.specs import MODELS
+from service.specs import MODELS
 
 log = logging.getLogger(__name__)
 

@@ -20,4 +20,4 @@ def make_backend(settings: Settings) -> Backend:
         return backend
     from service.backends.onnx import OnnxBackend
 
-    return OnnxBackend(threads=settings.ort_threads)
+    return OnnxBackend(settings.model_repository, threads=settings.ort_threads)

@@ -11,7 +11,7 @@ import onnxruntime as ort
 
 from service.backends.base import Backend
 from service.errors import BackendUnavailable
-from service.model.specs import MODELS
+from service.specs import MODELS
 
 
 def make_session(path: Path, threads: int = 1, spin: bool = False) -> ort.InferenceSession:
@@ -33,7 +33,8 @@ class OnnxBackend(Backend):
 
     name = "onnx"
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, model_repository: Path, threads: int = 1) -> None:
+        self._model_repository = model_repository
         self._threads = threads
         self._sessions: dict[str, ort.InferenceSession] = {}
         # One thread per model: ORT already parallelises inside a call, and a private pool keeps
@@ -43,11 +44,14 @@ class OnnxBackend(Backend):
     def load(self) -> None:
         for name, spec in MODELS.items():
             if name not in self._sessions:
-                if not spec.onnx_path.exists():
+                path = spec.onnx_path(self._model_repository)
+                if not path.exists():
                     raise BackendUnavailable(
-                        f"model file missing: run `python -m service.model build` ({spec.onnx_path.name})"
+                        f"model file missing: {path}; set MODEL_REPOSITORY to a folder holding "
+                        "blazeface_{short,full}_onnx/1/model.onnx, or build them in a checkout with "
+                        "`python -m blazeface_tools.weights build`"
                     )
-                self._sessions[name] = make_session(spec.onnx_path, self._threads)
+                self._sessions[name] = make_session(path, self._threads)
                 # The first run allocates ORT's buffers; pay it here, not in a user's request.
                 self.run(name, np.zeros((1, spec.input_size, spec.input_size, 3), np.uint8))
 

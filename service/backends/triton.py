@@ -50,7 +50,7 @@ from tritonclient.utils.shared_memory import SharedMemoryException
 
 from service.backends.base import Backend
 from service.errors import BackendUnavailable, DeadlineExceeded, ServiceError
-from service.model.specs import MODELS, ModelSpec, get_spec
+from service.specs import MODELS, ModelSpec, get_spec
 
 if TYPE_CHECKING:
     from service.settings import Settings

@@ -20,7 +20,7 @@ from service.decoding.blending import blend
 from service.decoding.boxes import decode_boxes
 from service.decoding.detections import Detections, iou
 from service.decoding.nms import nms
-from service.model.specs import ModelSpec
+from service.specs import ModelSpec
 
 __all__ = [
     "Detections",
@@ -53,7 +53,7 @@ def decode(
     `regressors` (A, 16) and `logits` (A, 1) or (A,) are one row of the backend's batch. `min_score`
     defaults to the model's graph threshold (`spec.decoder.min_score_thresh`).
 
-    >>> from service.model.specs import SHORT
+    >>> from service.specs import SHORT
     >>> A = SHORT.decoder.num_boxes
     >>> len(decode(np.zeros((A, 16), np.float32), np.full((A, 1), -5, np.float32), SHORT))
     0

@@ -13,14 +13,14 @@ from functools import lru_cache
 
 import numpy as np
 
-from service.model.specs import AnchorOptions
+from service.specs import AnchorOptions
 
 
 @lru_cache(maxsize=8)
 def generate_anchors(opts: AnchorOptions) -> np.ndarray:
     """Anchor centres (A, 2) float32, `x, y` in [0, 1], in the model's output order (read-only: cached).
 
-    >>> from service.model.specs import SHORT
+    >>> from service.specs import SHORT
     >>> generate_anchors(SHORT.anchors).shape
     (896, 2)
     """

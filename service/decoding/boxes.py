@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from service.decoding.detections import Detections
-from service.model.specs import DecoderOptions
+from service.specs import DecoderOptions
 
 
 def scores_from_logits(logits: np.ndarray, clip: float) -> np.ndarray:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.model.specs import KEYPOINT_NAMES
+from service.specs import KEYPOINT_NAMES
 
 
 @dataclass(frozen=True, eq=False)

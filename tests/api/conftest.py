@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
+from blazeface_tools.testkit.servers import app_in_thread
 from service.api.app import create_app
 from service.backends.base import Backend
 from service.errors import BackendUnavailable
-from service.model.specs import MODELS
 from service.settings import Settings
-from tests.servers import app_in_thread
+from service.specs import MODELS
 
 
 class ScriptedBackend(Backend):

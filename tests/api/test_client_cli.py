@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from service.cli import main
-from service.client import ApiError, BlazefaceClient
+from blazeface_tools.cli import main
+from blazeface_tools.client import ApiError, BlazefaceClient
 from tests.conftest import DATA
 
 pytestmark = pytest.mark.slow

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from blazeface_tools.testkit.servers import ServiceProcess, service_process
 from tests.conftest import DATA
-from tests.servers import ServiceProcess, service_process
 
 pytestmark = pytest.mark.slow
 PHOTOS = DATA / "photos"

@@ -10,8 +10,8 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from blazeface_tools.testkit.servers import service_process
 from tests.conftest import DATA
-from tests.servers import service_process
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from service.decoding.anchors import generate_anchors
-from service.model.specs import FULL, SHORT, AnchorOptions
+from service.specs import FULL, SHORT, AnchorOptions
 
 
 @pytest.mark.parametrize("spec", [SHORT, FULL], ids=lambda s: s.name)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from service.decoding import Detections, Suppression, decode
 from service.decoding.anchors import generate_anchors
 from service.decoding.boxes import decode_boxes, scores_from_logits
-from service.model.specs import FULL, SHORT
+from service.specs import FULL, SHORT
 
 A = SHORT.decoder.num_boxes
 ANCHORS = generate_anchors(SHORT.anchors)

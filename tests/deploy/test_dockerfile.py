@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from blazeface_tools.testkit.servers import free_port, service_process
 from tests.deploy.conftest import (
     ROOT,
     dockerfile_instructions,
@@ -21,7 +22,6 @@ from tests.deploy.conftest import (
     setting_env_names,
     tool,
 )
-from tests.servers import free_port, service_process
 
 INSTRUCTIONS = dockerfile_instructions()
 FINAL_STAGE = INSTRUCTIONS[-1].stage
@@ -56,11 +56,15 @@ def test_runtime_stage_is_last_and_takes_the_runtime_venv_only() -> None:
     assert FINAL_STAGE == "runtime"
     copies = in_stage("runtime", "COPY")
     assert any(c.startswith("--from=deps /opt/venv ") for c in copies), copies
-    # The build extra (onnx, tflite) is installed in `weights` only; runtime takes code and ONNX from there.
+    # The build extra (onnx, tflite) is installed in `weights` only; runtime takes only the ONNX from there.
     assert not any("--from=weights /opt/venv" in c for c in copies)
-    assert all("-r requirements-build.txt" not in run for run in in_stage("deps", "RUN"))
-    assert any("-r requirements-build.txt" in run for run in in_stage("weights", "RUN"))
-    assert any("service.model build" in run for run in in_stage("weights", "RUN"))
+    assert all(".[build]" not in run for run in in_stage("deps", "RUN"))
+    assert any(".[build]" in run for run in in_stage("weights", "RUN"))
+    assert any("blazeface_tools.weights build" in run for run in in_stage("weights", "RUN"))
+    # The package is installed into the venv, not run from a source tree: no PYTHONPATH, models by setting.
+    assert any(".[triton]" in run for run in in_stage("deps", "RUN"))
+    env = " ".join(in_stage("runtime", "ENV"))
+    assert "PYTHONPATH" not in env and "MODEL_REPOSITORY=/app/triton_repo" in env
 
 
 def test_runs_as_numeric_non_root_user() -> None:

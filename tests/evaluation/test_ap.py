@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.evaluation.ap import (
+from blazeface_tools.evaluation.ap import (
     FALSE_POSITIVE,
     IGNORED,
     TRUE_POSITIVE,
@@ -20,8 +20,8 @@ from service.evaluation.ap import (
     evaluate,
     match_image,
 )
-from service.evaluation.cli import ap_markdown
-from service.evaluation.wider import read_annotations
+from blazeface_tools.evaluation.cli import ap_markdown
+from blazeface_tools.evaluation.wider import read_annotations
 from service.pipeline import Detector
 
 

@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from service.evaluation.cli import add_eval_commands, jitter_markdown, parse_shifts
-from service.evaluation.jitter import (
+from blazeface_tools.evaluation.cli import add_eval_commands, jitter_markdown, parse_shifts
+from blazeface_tools.evaluation.jitter import (
     POINT_NAMES,
     JitterAccumulator,
     JitterConfig,
@@ -27,9 +27,9 @@ from service.evaluation.jitter import (
     shift_image,
 )
 from service.geometry import CropRoi
-from service.model.specs import KEYPOINT_NAMES
 from service.pipeline import Detector
 from service.postprocess import Face
+from service.specs import KEYPOINT_NAMES
 
 
 def face_points(x: float, y: float, size: float = 40.0, iod: float = 10.0) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.evaluation.video import VideoJitter, _track_jitter
+from blazeface_tools.evaluation.video import VideoJitter, _track_jitter
 
 
 def track(offsets: list[float], iod: float = 40.0) -> list[np.ndarray]:

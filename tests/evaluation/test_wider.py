@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from service.evaluation.wider import (
+from blazeface_tools.evaluation.wider import (
     ImageAnnotation,
     WiderFace,
     WiderFormatError,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import REPO
+from blazeface_tools.testkit.servers import REPO
 
 pytestmark = pytest.mark.slow
 

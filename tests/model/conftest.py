@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from service.model.__main__ import ensure_built
-from service.model.fetch import fetch_all
+from blazeface_tools.weights.build import ensure_built
+from blazeface_tools.weights.fetch import fetch_all
 
 
 @pytest.fixture(scope="session")

@@ -19,10 +19,9 @@ import pytest
 import tflite
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from service.model import fetch
-from service.model.densify import CsrLevel, DenseLevel, SparsityError, densify
-from service.model.specs import MODELS
-from service.model.tflite_to_onnx import (
+from blazeface_tools.weights import fetch
+from blazeface_tools.weights.densify import CsrLevel, DenseLevel, SparsityError, densify
+from blazeface_tools.weights.tflite_to_onnx import (
     NORM_OFFSET,
     NORM_SCALE,
     OPSET,
@@ -31,6 +30,7 @@ from service.model.tflite_to_onnx import (
     convert,
     same_pads,
 )
+from service.specs import MODELS
 
 SEEDS = (0, 1, 2)
 IMAGES_PER_SEED = 3

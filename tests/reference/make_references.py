@@ -23,14 +23,11 @@ import hashlib
 import json
 import re
 import sys
-from pathlib import Path
 from typing import Any
 
 import cv2
 import mediapipe as mp
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_photos import CATALOGUE, PHOTOS_DIR, REPO
 
 OUT = REPO / "tests" / "data" / "reference_detections.json"

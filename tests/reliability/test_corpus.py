@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.corpus import Case, SlowProgress, build_corpus, good_requests
-from tests.servers import ServiceProcess, service_process
+from blazeface_tools.testkit.corpus import Case, SlowProgress, build_corpus, good_requests
+from blazeface_tools.testkit.servers import ServiceProcess, service_process
 
 pytestmark = pytest.mark.slow
 

@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
+from blazeface_tools.testkit.corpus import Case, SlowBody, SlowProgress
+from blazeface_tools.testkit.servers import app_in_thread
 from service.api.app import create_app
 from service.settings import Settings
 from tests.api.conftest import ScriptedBackend, jpeg
-from tests.reliability.corpus import Case, SlowBody, SlowProgress
-from tests.servers import app_in_thread
 
 LIMIT = 64 * 1024
 # The trickle goes on for ~6 s past the limit, so a 413 read only after the upload would take that long.

@@ -26,10 +26,10 @@ from schemathesis.checks import (  # registered lazily, looked up by name
     status_code_conformance,
 )
 
+from blazeface_tools.testkit.servers import app_in_thread, service_process
 from service.api.app import create_app
 from service.settings import Settings
 from tests.api.conftest import ScriptedBackend
-from tests.servers import app_in_thread, service_process
 
 pytestmark = pytest.mark.slow
 

@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from blazeface_tools.testkit.servers import service_process
 from tests.conftest import DATA
-from tests.servers import service_process
 
 pytestmark = pytest.mark.slow
 

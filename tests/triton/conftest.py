@@ -8,9 +8,9 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
-from service.model.__main__ import ensure_built
-from service.model.specs import MODELS
-from service.triton_server import Ports, TritonServer, TritonServerError
+from blazeface_tools.triton_cpu.server import Ports, TritonServer, TritonServerError
+from blazeface_tools.weights.build import ensure_built
+from service.specs import MODELS
 
 
 @pytest.fixture(scope="session")

@@ -25,11 +25,11 @@ import pytest
 import tritonclient.grpc as triton_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from blazeface_tools.testkit.servers import ServiceProcess, service_process
+from blazeface_tools.triton_cpu.server import TritonServer
 from service.api.problems import PROBLEM_MEDIA_TYPE
 from service.api.schemas import face_dict
-from service.triton_server import TritonServer
 from tests.conftest import DATA
-from tests.servers import ServiceProcess, service_process
 
 pytestmark = pytest.mark.slow
 PHOTOS = DATA / "photos"

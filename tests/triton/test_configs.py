@@ -11,8 +11,10 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from blazeface_tools import CHECKOUT as REPO_ROOT
+from blazeface_tools import TRITON_REPO
 from service.backends.triton import INPUT, OUTPUTS, TritonSettings
-from service.model.specs import MODELS, REPO_ROOT, TRITON_REPO, ModelSpec
+from service.specs import MODELS, ModelSpec
 
 KINDS = ("cpu", "onnx", "trt")
 ONNX_TO_TRITON = {onnx.TensorProto.UINT8: mc.TYPE_UINT8, onnx.TensorProto.FLOAT: mc.TYPE_FP32}
@@ -120,7 +122,7 @@ def test_cpu_config(model: str) -> None:
     assert [group.kind for group in config.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
     assert config.dynamic_batching.max_queue_delay_microseconds == 2000  # measured, DESIGN §8
     onnx_path = (directory / config.parameters["onnx_path"].string_value).resolve()
-    assert onnx_path == MODELS[model].onnx_path.resolve()
+    assert onnx_path == MODELS[model].onnx_path(TRITON_REPO).resolve()
 
 
 def test_cpu_models_share_one_model_py() -> None:

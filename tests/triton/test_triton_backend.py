@@ -21,6 +21,7 @@ import tritonclient.utils.shared_memory
 from tritonclient.utils import InferenceServerException
 from tritonclient.utils.shared_memory import SharedMemoryException
 
+from blazeface_tools.triton_cpu.server import SHM_DIR, Ports, TritonServer, _running, _stubs_of
 from service.backends.triton import (
     LIBRARY_ERRORS,
     TritonBackend,
@@ -29,9 +30,8 @@ from service.backends.triton import (
     translate_error,
 )
 from service.errors import BackendUnavailable, DeadlineExceeded
-from service.model.specs import MODELS, get_spec
 from service.settings import Settings
-from service.triton_server import SHM_DIR, Ports, TritonServer, _running, _stubs_of
+from service.specs import MODELS, get_spec
 
 T = TypeVar("T")
 

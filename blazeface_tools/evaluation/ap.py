@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 
+from blazeface_tools.evaluation.wider import ImageAnnotation
 from service.decoding.detections import pairwise_iou
-from service.evaluation.wider import ImageAnnotation
 
 if TYPE_CHECKING:  # the metric itself needs no model; only `detect_annotated` runs one
     from service.pipeline import Detector

@@ -31,7 +31,8 @@ import onnx
 import tflite
 from onnx import TensorProto, helper, numpy_helper
 
-from service.model.densify import CsrLevel, DenseLevel, Level, SparsityError, densify
+from blazeface_tools.weights import densify as densify_module
+from blazeface_tools.weights.densify import CsrLevel, DenseLevel, Level, SparsityError, densify
 
 OPSET = 17
 IR_VERSION = 8
@@ -61,6 +62,15 @@ _NUMPY_TYPES: dict[int, np.dtype] = {
 }
 
 
+def converter_sha256() -> str:
+    """One digest of the converter's sources, stamped into every model: editing the converter makes
+    every built model stale without a version bump."""
+    digest = hashlib.sha256()
+    for source in (Path(__file__), Path(densify_module.__file__)):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
 class ConversionError(Exception):
     """The `.tflite` file uses something this converter does not handle, or is malformed."""
 
@@ -69,7 +79,7 @@ def convert(tflite_bytes: bytes, *, source: str = "") -> onnx.ModelProto:
     """Convert a BlazeFace `.tflite` flatbuffer to a checked ONNX model (see the module docstring)."""
     model = _Converter(tflite_bytes).run()
     model.doc_string = (
-        f"BlazeFace converted from {source or 'a .tflite file'} by service.model.tflite_to_onnx. "
+        f"BlazeFace converted from {source or 'a .tflite file'} by blazeface_tools.weights.tflite_to_onnx. "
         "Input: uint8 RGB NHWC; normalised in-graph to [-1, 1] as MediaPipe does."
     )
     helper.set_model_props(
@@ -78,6 +88,7 @@ def convert(tflite_bytes: bytes, *, source: str = "") -> onnx.ModelProto:
             "source": source,
             "source_sha256": hashlib.sha256(tflite_bytes).hexdigest(),
             "converter_version": CONVERTER_VERSION,
+            "converter_sha256": converter_sha256(),
             "normalisation": "x * 2/255 - 1 (MediaPipe ImageToTensorCalculator, float range -1..1)",
         },
     )

@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from service.decoding.detections import pairwise_iou
-from service.model.specs import KEYPOINT_NAMES, get_spec
+from service.specs import KEYPOINT_NAMES, get_spec
 
 if TYPE_CHECKING:  # the metric needs no model; only `measure_jitter` runs one
     from service.pipeline import Detector

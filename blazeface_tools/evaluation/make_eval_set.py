@@ -1,6 +1,6 @@
-"""Build the labelled evaluation set in this folder from dlib's face set (run by hand, not by tests).
+"""Build the labelled evaluation set in tests/data/eval/ from dlib's face set (run by hand, not by tests).
 
-    .venv/bin/python tests/data/eval/make_eval_set.py /work/shared/data/dlib-faces
+    .venv/bin/python -m blazeface_tools.evaluation.make_eval_set /work/shared/data/dlib-faces
 
 Writes `images/dlib/` (byte copies of the 10 photos), `images/lowres/` (each labelled photo resized
 to 40 %), `images/grid/` (two 2×2 tilings at full resolution), `source/` (dlib's two XML files, as
@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[2]))  # the repository root, for `service`
+from blazeface_tools import CHECKOUT
+from blazeface_tools.evaluation.wider import ImageAnnotation, WiderFace, write_annotations
 
-from service.evaluation.wider import ImageAnnotation, WiderFace, write_annotations  # noqa: E402
+HERE = CHECKOUT / "tests" / "data" / "eval"
 
 LOWRES_SCALE = 0.4  # 37–109 px faces → 15–44 px: most land in the `hard` (< 25 px) bucket
 GRIDS = {

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from service.model.specs import REPO_ROOT
+from blazeface_tools import CHECKOUT as REPO_ROOT
 
 SOURCES = REPO_ROOT / "tests" / "data" / "photos"
 OUT = REPO_ROOT / "loadtest" / "results" / "photos"

@@ -16,7 +16,8 @@ import sys
 import zipfile
 from pathlib import Path
 
-from service.model.specs import MODELS, REPO_ROOT, ModelSpec
+from blazeface_tools import CHECKOUT
+from service.specs import MODELS, ModelSpec
 
 MEDIAPIPE_REQUIREMENT = "mediapipe==0.10.21"
 WHEEL_NAME = "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl"
@@ -36,7 +37,7 @@ PIP_FLAGS = (
     "--progress-bar=off",
 )
 
-WEIGHTS_DIR = REPO_ROOT / "weights"
+WEIGHTS_DIR = CHECKOUT / "weights"
 CACHE_DIR = WEIGHTS_DIR / "cache"
 
 

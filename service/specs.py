@@ -12,9 +12,6 @@ from typing import Literal
 
 ModelName = Literal["short", "full"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TRITON_REPO = REPO_ROOT / "triton_repo"
-
 KEYPOINT_NAMES: tuple[str, ...] = (
     "right_eye",
     "left_eye",
@@ -64,10 +61,10 @@ class ModelSpec:
     decoder: DecoderOptions
     min_suppression_iou: float = 0.3  # NonMaxSuppressionCalculator, WEIGHTED, IoU
 
-    @property
-    def onnx_path(self) -> Path:
-        """The converted model: one file shared by the embedded backend, Triton and trtexec."""
-        return TRITON_REPO / f"blazeface_{self.name}_onnx" / "1" / "model.onnx"
+    def onnx_path(self, model_repository: Path) -> Path:
+        """The converted model in a Triton model repository (the `MODEL_REPOSITORY` setting): one file
+        shared by the embedded backend, Triton and trtexec."""
+        return model_repository / f"blazeface_{self.name}_onnx" / "1" / "model.onnx"
 
 
 SHORT = ModelSpec(

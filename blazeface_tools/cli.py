@@ -12,11 +12,15 @@ import os
 import sys
 from pathlib import Path
 
-from service.client import ApiError, BlazefaceClient
-from service.evaluation.cli import add_eval_commands
+from blazeface_tools.evaluation.cli import add_eval_commands
 
 
 def _detect(args: argparse.Namespace) -> int:
+    try:
+        from blazeface_tools.client import ApiError, BlazefaceClient
+    except ImportError:  # httpx is the `client` extra; `serve` and `eval` do not need it
+        print("blazeface detect needs the client extra: pip install 'blazeface-serve[client]'", file=sys.stderr)
+        return 2
     status = 0
     with BlazefaceClient(args.url, api_key=args.api_key) as client:
         for photo in args.photos:

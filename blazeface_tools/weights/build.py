@@ -1,9 +1,10 @@
-"""Build the ONNX models: `python -m service.model build [--force]`.
+"""Build the ONNX models: `python -m blazeface_tools.weights build [--force]`.
 
 For each model: fetch its `.tflite` from the pinned MediaPipe wheel if it is missing (sha256-checked,
-see `fetch.py`), convert it with our converter (`tflite_to_onnx.py`) and write `spec.onnx_path`, the one
-file the embedded backend, Triton and trtexec all read. A model is skipped while its ONNX is newer than
-both its `.tflite` and the converter's sources, so editing the converter rebuilds without `--force`.
+see `fetch.py`), convert it with our converter (`tflite_to_onnx.py`) and write
+`triton_repo/blazeface_{model}_onnx/1/model.onnx`, the one file the embedded backend, Triton and
+trtexec all read. A model is skipped while the sha256 stamps inside its ONNX match its `.tflite` and
+the converter's sources, so editing the converter rebuilds without `--force`.
 
 `build()` and `ensure_built()` are the entry points for the Makefile and the test fixtures.
 """
@@ -11,32 +12,39 @@ both its `.tflite` and the converter's sources, so editing the converter rebuild
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from pathlib import Path
 
 import onnx
 
-from service.model import densify, tflite_to_onnx
-from service.model.fetch import WEIGHTS_DIR, FetchError, ensure_tflite
-from service.model.specs import MODELS, REPO_ROOT, ModelSpec
-from service.model.tflite_to_onnx import ConversionError
-
-# A change to any of these makes every built ONNX stale.
-_CONVERTER_SOURCES = (Path(tflite_to_onnx.__file__), Path(densify.__file__))
+from blazeface_tools import CHECKOUT, TRITON_REPO
+from blazeface_tools.weights import tflite_to_onnx
+from blazeface_tools.weights.fetch import WEIGHTS_DIR, FetchError, ensure_tflite
+from blazeface_tools.weights.tflite_to_onnx import ConversionError
+from service.specs import MODELS, ModelSpec
 
 
 def _relative(path: Path) -> str:
     try:
-        return str(path.relative_to(REPO_ROOT))
+        return str(path.relative_to(CHECKOUT))
     except ValueError:
         return str(path)
 
 
 def _is_current(onnx_path: Path, tflite: Path) -> bool:
+    """The model's stamps (not file times, which a checkout or copy resets) name this very `.tflite`
+    and this very converter."""
     if not onnx_path.exists():
         return False
-    built = onnx_path.stat().st_mtime
-    return all(built > src.stat().st_mtime for src in (tflite, *_CONVERTER_SOURCES))
+    try:
+        stamps = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    except Exception:  # unreadable or half-written: rebuild it
+        return False
+    return (
+        stamps.get("source_sha256") == hashlib.sha256(tflite.read_bytes()).hexdigest()
+        and stamps.get("converter_sha256") == tflite_to_onnx.converter_sha256()
+    )
 
 
 def _check_against_spec(spec: ModelSpec, model: onnx.ModelProto) -> None:
@@ -53,26 +61,32 @@ def _check_against_spec(spec: ModelSpec, model: onnx.ModelProto) -> None:
         )
 
 
-def build_model(spec: ModelSpec, force: bool = False, weights_dir: Path = WEIGHTS_DIR) -> bool:
+def build_model(
+    spec: ModelSpec,
+    force: bool = False,
+    weights_dir: Path = WEIGHTS_DIR,
+    model_repository: Path = TRITON_REPO,
+) -> bool:
     """Fetch and convert one model; returns whether the ONNX file was (re)written."""
+    onnx_path = spec.onnx_path(model_repository)
     tflite, fetched = ensure_tflite(spec, weights_dir)
     if fetched:
         print(f"{spec.name}: extracted {_relative(tflite)} from the pinned mediapipe wheel")
-    if not force and _is_current(spec.onnx_path, tflite):
-        print(f"{spec.name}: {_relative(spec.onnx_path)} is up to date")
+    if not force and _is_current(onnx_path, tflite):
+        print(f"{spec.name}: {_relative(onnx_path)} is up to date")
         return False
-    model = tflite_to_onnx.convert_file(tflite, spec.onnx_path, source=spec.tflite_member)
+    model = tflite_to_onnx.convert_file(tflite, onnx_path, source=spec.tflite_member)
     _check_against_spec(spec, model)
-    size_kib = spec.onnx_path.stat().st_size / 1024
+    size_kib = onnx_path.stat().st_size / 1024
     print(
-        f"{spec.name}: converted {_relative(tflite)} → {_relative(spec.onnx_path)} "
+        f"{spec.name}: converted {_relative(tflite)} → {_relative(onnx_path)} "
         f"({len(model.graph.node)} nodes, {size_kib:.0f} KiB)"
     )
     return True
 
 
 def build(force: bool = False) -> None:
-    """Fetch (if missing) and convert every model to `spec.onnx_path`."""
+    """Fetch (if missing) and convert every model into the checkout's `triton_repo/`."""
     for spec in MODELS.values():
         build_model(spec, force=force)
 
@@ -80,11 +94,13 @@ def build(force: bool = False) -> None:
 def ensure_built() -> dict[str, Path]:
     """Make sure every model's ONNX exists and is current; returns their paths by model name."""
     build(force=False)
-    return {name: spec.onnx_path for name, spec in MODELS.items()}
+    return {name: spec.onnx_path(TRITON_REPO) for name, spec in MODELS.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.model", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m blazeface_tools.weights", description=__doc__.splitlines()[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     build_cmd = commands.add_parser("build", help="fetch the pinned weights and convert them to ONNX")
     build_cmd.add_argument("--force", action="store_true", help="convert even if the ONNX is up to date")

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.evaluation.ap import EvalConfig, SizeBuckets, detect_annotated, evaluate
-from service.evaluation.jitter import POINT_NAMES, JitterConfig, measure_jitter, reduction
-from service.evaluation.wider import read_annotations
+from blazeface_tools.evaluation.ap import EvalConfig, SizeBuckets, detect_annotated, evaluate
+from blazeface_tools.evaluation.jitter import POINT_NAMES, JitterConfig, measure_jitter, reduction
+from blazeface_tools.evaluation.wider import read_annotations
 
 if TYPE_CHECKING:
     from service.pipeline import Detector
@@ -261,7 +261,7 @@ def run_video(
     detector: Detector, photos: Sequence[Path], models: Sequence[str], frames: int, noise: float
 ) -> dict[str, Any]:
     """Video-mode jitter per photo and model, raw tracker vs One-Euro smoothing."""
-    from service.evaluation.video import video_jitter
+    from blazeface_tools.evaluation.video import video_jitter
 
     rows = []
     for path in photos:

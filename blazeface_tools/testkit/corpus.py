@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import orjson
 
-from tests.images import cmyk_jpeg
+from blazeface_tools.testkit.images import cmyk_jpeg
 
 PHOTOS = Path(__file__).resolve().parents[1] / "data" / "photos"
 SEED = 20_261_127

@@ -1,0 +1,1 @@
+"""The CPU Triton supervisor: nvidia-pytriton's real `tritonserver` binary run on this machine."""

@@ -1,0 +1,5 @@
+import sys
+
+from blazeface_tools.weights.build import main
+
+sys.exit(main())
