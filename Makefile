@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: serve test lint weights triton-cpu bench references clean
+.PHONY: serve test test-fast lint weights triton-cpu bench references clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: $(INSTALLED)
 test: weights lint
 	bash deploy/test-prereqs.sh
 	$(BIN)/pytest
+
+# The inner loop: unit tests only (no servers started), under a minute.
+test-fast: weights
+	$(BIN)/pytest -m "not slow" -q
 
 triton-cpu: weights
 	bash deploy/triton-cpu.sh

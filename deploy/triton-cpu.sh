@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Serve the CPU models (blazeface_{short,full}_cpu) with a real Triton on a machine without a GPU: the
 # tritonserver binary shipped in the nvidia-pytriton wheel, supervised by blazeface_tools/triton_cpu/server.py
-# (DESIGN §8). Loopback ports 8010 (HTTP; 8000 is the API's), 8001 (gRPC), 8002 (metrics) unless told otherwise:
+# (ARCHITECTURE.md §7). Loopback ports 8010 (HTTP; 8000 is the API's), 8001 (gRPC), 8002 (metrics) unless told otherwise:
 #
 #   deploy/triton-cpu.sh                                  # foreground; Ctrl-C / SIGTERM stops it cleanly
 #   deploy/triton-cpu.sh --grpc-port 9001 --host 0.0.0.0  # any option of `python -m blazeface_tools.triton_cpu`

@@ -16,11 +16,11 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from service.errors import BackendUnavailable, DeadlineExceeded, Overloaded, ServiceError
+from service.observer import Observer
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,6 @@ class BatchResult:
     batch_size: int
 
 
-class BatchObserver(Protocol):
-    """Hook for metrics; the batcher knows nothing of Prometheus."""
-
-    def on_batch(self, model: str, size: int, inference_s: float) -> None: ...
-
-    def on_queue_depth(self, model: str, depth: int) -> None: ...
-
-
 @dataclass
 class _Pending:
     tensor: np.ndarray
@@ -75,12 +67,12 @@ class MicroBatcher:
         model: str,
         infer: InferFn,
         options: BatchingOptions,
-        observer: BatchObserver | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.model = model
         self._infer = infer
         self._options = options
-        self._observer = observer
+        self._observer = observer or Observer()
         self._queue: deque[_Pending] = deque()
         self._nonempty = asyncio.Event()
         self._full = asyncio.Event()
@@ -190,8 +182,7 @@ class MicroBatcher:
         finally:
             self._slots.release()
         inference_s = time.perf_counter() - started
-        if self._observer is not None:
-            self._observer.on_batch(self.model, len(batch), inference_s)
+        self._observer.on_batch(self.model, len(batch), inference_s)
         for index, pending in enumerate(batch):
             if not pending.future.done():
                 pending.future.set_result(
@@ -211,5 +202,4 @@ class MicroBatcher:
                 pending.future.set_exception(exc)
 
     def _report_depth(self) -> None:
-        if self._observer is not None:
-            self._observer.on_queue_depth(self.model, len(self._queue))
+        self._observer.on_queue_depth(self.model, len(self._queue))

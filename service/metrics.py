@@ -19,6 +19,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from service.observer import Observer
+
 # Sub-millisecond to seconds: BlazeFace stages are ~0.1–20 ms; whole requests up to the deadline.
 _STAGE_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0)
 _REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.5, 5.0, 10.0)
@@ -53,14 +55,33 @@ CIRCUIT_STATE = Gauge(
 )
 
 
-class MetricsObserver:
-    """Feeds the micro-batcher's events into the metrics above (see batching.BatchObserver)."""
+class PrometheusObserver(Observer):
+    """Records every event of `service.observer.Observer` in the metrics above."""
+
+    def on_request(self, route: str, status: int, seconds: float) -> None:
+        REQUESTS.labels(route, str(status)).inc()
+        REQUEST_SECONDS.labels(route).observe(seconds)
+
+    def on_image(self, model: str, outcome: str) -> None:
+        IMAGES.labels(model, outcome).inc()
+
+    def on_stage(self, stage: str, seconds: float) -> None:
+        STAGE_SECONDS.labels(stage).observe(seconds)
+
+    def on_faces(self, model: str, count: int) -> None:
+        FACES.labels(model).observe(count)
 
     def on_batch(self, model: str, size: int, inference_s: float) -> None:
         BATCH_SIZE.labels(model).observe(size)
 
     def on_queue_depth(self, model: str, depth: int) -> None:
         QUEUE_DEPTH.labels(model).set(depth)
+
+    def on_backend_error(self, kind: str) -> None:
+        BACKEND_ERRORS.labels(kind).inc()
+
+    def on_circuit_state(self, backend: str, model: str, state: int) -> None:
+        CIRCUIT_STATE.labels(backend, model).set(state)
 
 
 def render() -> tuple[bytes, str]:

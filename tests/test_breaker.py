@@ -14,6 +14,7 @@ from service.backends.base import Backend
 from service.backends.breaker import CircuitBreaker, CircuitOpen, CircuitState
 from service.backends.factory import make_backend
 from service.errors import BackendUnavailable, DeadlineExceeded
+from service.metrics import PrometheusObserver
 from service.settings import Settings
 from service.specs import MODELS
 
@@ -73,7 +74,9 @@ def inner() -> Scripted:
 
 @pytest.fixture
 def breaker(inner: Scripted, clock: Clock) -> CircuitBreaker:
-    return CircuitBreaker(inner, failure_threshold=3, reset_timeout_s=RESET_S, clock=clock)
+    return CircuitBreaker(
+        inner, failure_threshold=3, reset_timeout_s=RESET_S, clock=clock, observer=PrometheusObserver()
+    )
 
 
 def gauge(breaker: CircuitBreaker, model: str = "short") -> float | None:

@@ -1,4 +1,4 @@
-"""Measurements from the BlazeFace paper, run on our pipeline (DESIGN §6).
+"""Measurements from the BlazeFace paper, run on our pipeline (README "Accuracy and stability").
 
     jitter.py  prediction jitter under small shifts, blending vs NMS (paper §3)
     ap.py      VOC-style average precision at IoU 0.5 with face-size buckets

@@ -19,16 +19,16 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import orjson
 
+from blazeface_tools import CHECKOUT
 from blazeface_tools.testkit.images import cmyk_jpeg
 
-PHOTOS = Path(__file__).resolve().parents[1] / "data" / "photos"
+PHOTOS = CHECKOUT / "tests" / "data" / "photos"
 SEED = 20_261_127
 
 

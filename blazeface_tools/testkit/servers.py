@@ -17,7 +17,9 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-REPO = Path(__file__).resolve().parents[1]
+from blazeface_tools import CHECKOUT
+
+REPO = CHECKOUT
 
 
 def free_port() -> int:
@@ -57,15 +59,18 @@ class ServiceProcess:
 
 
 @contextlib.contextmanager
-def service_process(tmp_path: Path, **env: str) -> Iterator[ServiceProcess]:
-    """`python -m service` with the given settings, as users run it."""
+def service_process(
+    tmp_path: Path, *, python: str = sys.executable, cwd: Path = REPO, **env: str
+) -> Iterator[ServiceProcess]:
+    """`python -m service` with the given settings (upper-case keywords), as users run it; `python` and
+    `cwd` run another installation of it (e.g. a wheel in a fresh venv)."""
     port = free_port()
     log_path = tmp_path / f"service-{port}.log"
     full_env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), **env}
     full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service"], cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT
+            [python, "-m", "service"], cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT
         )
     server = ServiceProcess(f"http://127.0.0.1:{port}", process, log_path)
     try:

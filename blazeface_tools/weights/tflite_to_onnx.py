@@ -2,7 +2,7 @@
 
 Why our own: `tflite2onnx` and `tf2onnx` handle only the short-range model and only at batch 1; both fail
 on the full-range one, whose 1×1-conv weights are stored sparse (`DENSIFY`) and fp16 (`DEQUANTIZE`)
-(DESIGN §8). BlazeFace needs only a handful of operators, so this converter knows exactly those and
+(ARCHITECTURE.md §5). BlazeFace needs only a handful of operators, so this converter knows exactly those and
 refuses anything else with a `ConversionError` that names the operator.
 
 What the ONNX model looks like:

@@ -21,18 +21,23 @@ from service.api.routes import router
 from service.backends.base import Backend
 from service.backends.factory import make_backend
 from service.engine import Engine
+from service.observer import Observer
 from service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:
-    """`backend` lets tests inject a scripted backend; by default `settings.backend` picks one."""
+def create_app(
+    settings: Settings | None = None, backend: Backend | None = None, observer: Observer | None = None
+) -> FastAPI:
+    """`backend` lets tests inject a scripted backend; by default `settings.backend` picks one. Everything
+    is reported to `observer` (default: Prometheus, served at /metrics)."""
     settings = settings or get_settings()
+    observer = observer or metrics.PrometheusObserver()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = Engine(settings, backend or make_backend(settings))
+        engine = Engine(settings, backend or make_backend(settings, observer), observer)
         await engine.start()
         app.state.engine = engine
         log.info("blazeface-serve ready: backend=%s", settings.backend)
@@ -49,6 +54,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.observer = observer
     problems.install(app)
     app.include_router(router)
     app.include_router(stream.router)
@@ -61,5 +67,5 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
             allow_headers=["Authorization", "Content-Type"],
             expose_headers=["Server-Timing"],
         )
-    app.add_middleware(RequestMetricsMiddleware)
+    app.add_middleware(RequestMetricsMiddleware, observer=observer)
     return app

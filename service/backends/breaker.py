@@ -42,9 +42,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service import metrics
 from service.backends.base import Backend
 from service.errors import BackendUnavailable, DeadlineExceeded
+from service.observer import Observer
 from service.specs import MODELS
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class CircuitBreaker(Backend):
         reset_timeout_s: float = 2.0,
         *,
         clock: Callable[[], float] = time.monotonic,
+        observer: Observer | None = None,
     ) -> None:
         if failure_threshold < 1:
             raise ValueError("failure_threshold must be >= 1")
@@ -96,6 +97,7 @@ class CircuitBreaker(Backend):
         self.failure_threshold = failure_threshold
         self.reset_timeout_s = reset_timeout_s
         self._clock = clock
+        self._observer = observer or Observer()
         self._circuits = {model: _Circuit() for model in MODELS}
         for model in MODELS:
             self._report(model, CircuitState.CLOSED)  # the series exists before the first failure
@@ -201,4 +203,4 @@ class CircuitBreaker(Backend):
         self._report(model, state)
 
     def _report(self, model: str, state: CircuitState) -> None:
-        metrics.CIRCUIT_STATE.labels(self.name, model).set(int(state))
+        self._observer.on_circuit_state(self.name, model, int(state))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from service.backends.base import Backend
+from service.observer import Observer
 from service.settings import Settings
 
 
-def make_backend(settings: Settings) -> Backend:
+def make_backend(settings: Settings, observer: Observer | None = None) -> Backend:
     if settings.backend == "triton":
         from service.backends.triton import TritonBackend  # tritonclient only when asked for
 
@@ -16,7 +17,9 @@ def make_backend(settings: Settings) -> Backend:
             # in-process ONNX Runtime has no such failure to wait out.
             from service.backends.breaker import CircuitBreaker
 
-            backend = CircuitBreaker(backend, settings.breaker_failures, settings.breaker_reset_s)
+            backend = CircuitBreaker(
+                backend, settings.breaker_failures, settings.breaker_reset_s, observer=observer
+            )
         return backend
     from service.backends.onnx import OnnxBackend
 

@@ -38,7 +38,6 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
@@ -50,10 +49,8 @@ from tritonclient.utils.shared_memory import SharedMemoryException
 
 from service.backends.base import Backend
 from service.errors import BackendUnavailable, DeadlineExceeded, ServiceError
+from service.settings import Settings
 from service.specs import MODELS, ModelSpec, get_spec
-
-if TYPE_CHECKING:
-    from service.settings import Settings
 
 INPUT = "image"
 OUTPUTS = ("regressors", "logits")
@@ -101,6 +98,9 @@ def _translated(context: str) -> Iterator[None]:
         raise translate_error(exc, context) from exc
 
 
+_SETTING_DEFAULTS = Settings.model_fields
+
+
 @dataclass(frozen=True)
 class TritonSettings:
     """Where Triton is and how to talk to it.
@@ -110,11 +110,13 @@ class TritonSettings:
     TritonSettings(timeout_s=0.25, use_shared_memory=True)   # Triton on this host
     """
 
-    url: str = "127.0.0.1:8001"  # gRPC host:port
-    model_suffix: str = "_cpu"  # Triton model name = f"blazeface_{model}{model_suffix}"
-    timeout_s: float = 1.0  # per inference call; past it → DeadlineExceeded
+    # Defaults are the service settings' own (one source: TRITON_URL, TRITON_MODEL_SUFFIX, ...).
+    url: str = _SETTING_DEFAULTS["triton_url"].default  # gRPC host:port
+    # Triton model name = f"blazeface_{model}{model_suffix}"
+    model_suffix: str = _SETTING_DEFAULTS["triton_model_suffix"].default
+    timeout_s: float = _SETTING_DEFAULTS["triton_timeout_s"].default  # per call; past it → DeadlineExceeded
     ready_timeout_s: float = 0.5  # per readiness probe
-    use_shared_memory: bool = False  # only when Triton shares this host's /dev/shm
+    use_shared_memory: bool = _SETTING_DEFAULTS["triton_shared_memory"].default  # only on Triton's host
     shm_max_batch: int = 64  # images one region holds (the configs' max_batch_size); bigger: socket
     shm_max_regions: int = 16  # regions per model (= shared-memory calls in flight); more: socket
 

@@ -1,4 +1,4 @@
-"""Weighted suppression: MediaPipe's WEIGHTED NonMaxSuppressionCalculator, DESIGN §3."""
+"""Weighted suppression: MediaPipe's WEIGHTED NonMaxSuppressionCalculator (ARCHITECTURE.md §1)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ Per photo: decode with ``cv2.imdecode(buf, cv2.IMREAD_COLOR)`` — Exif orientat
 (colour channels kept as stored, not composited), grey expanded to three equal channels — convert BGR to
 RGB and run the legacy ``mp.solutions.face_detection.FaceDetection`` with model_selection 0 (short) and
 1 (full). That solution keeps its graphs' own score thresholds (0.5 short, 0.6 full) whatever
-``min_detection_confidence`` says (DESIGN §8), so the references are the graphs' defaults.
+``min_detection_confidence`` says (ARCHITECTURE.md §5), so the references are the graphs' defaults.
 
 Coordinates are pixels of the upright (decoded) image: MediaPipe's relative values times width/height,
 not clipped (a box may extend past the image edge, as MediaPipe returns it). Detections keep

@@ -120,7 +120,7 @@ def test_cpu_config(model: str) -> None:
     config = load_config(directory / "config.pbtxt")
     assert config.backend == "python"
     assert [group.kind for group in config.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
-    assert config.dynamic_batching.max_queue_delay_microseconds == 2000  # measured, DESIGN §8
+    assert config.dynamic_batching.max_queue_delay_microseconds == 2000  # measured, ARCHITECTURE.md §7
     onnx_path = (directory / config.parameters["onnx_path"].string_value).resolve()
     assert onnx_path == MODELS[model].onnx_path(TRITON_REPO).resolve()
 
