@@ -19,7 +19,7 @@ def _detect(args: argparse.Namespace) -> int:
     try:
         from blazeface_tools.client import ApiError, BlazefaceClient
     except ImportError:  # httpx is the `client` extra; `serve` and `eval` do not need it
-        print("blazeface detect needs the client extra: pip install 'blazeface-serve[client]'", file=sys.stderr)
+        print("blazeface detect needs the extra: pip install 'blazeface-serve[client]'", file=sys.stderr)
         return 2
     status = 0
     with BlazefaceClient(args.url, api_key=args.api_key) as client:

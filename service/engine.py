@@ -6,6 +6,7 @@ It knows nothing of HTTP; the API turns its results and errors into responses.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,12 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service import metrics
 from service.backends.base import Backend
 from service.batching import BatchingOptions, MicroBatcher
 from service.errors import BackendUnavailable, DeadlineExceeded, ServiceError
+from service.imaging import preprocess
+from service.observer import Observer
 from service.options import DetectOptions
-from service.pipeline import prepare
 from service.postprocess import Face, faces_from_tensors
 from service.settings import Settings
 from service.specs import MODELS
@@ -49,17 +50,17 @@ class DetectResult:
 
 
 class Engine:
-    def __init__(self, settings: Settings, backend: Backend) -> None:
+    def __init__(self, settings: Settings, backend: Backend, observer: Observer | None = None) -> None:
         self.settings = settings
         self.backend = backend
+        self.observer = observer or Observer()
         options = BatchingOptions(
             max_batch=settings.max_batch,
             max_wait_s=settings.max_wait_us / 1e6,
             max_queue=settings.max_queue,
             max_inflight=settings.max_inflight_batches,
         )
-        observer = metrics.MetricsObserver()
-        self._batchers = {name: MicroBatcher(name, self._infer, options, observer) for name in MODELS}
+        self._batchers = {name: MicroBatcher(name, self._infer, options, self.observer) for name in MODELS}
         # Decoding is CPU-bound and releases the GIL. Two threads per core this process may use keep the
         # core busy while the other waits on Python work, yet keep decodes close to first-come first-served
         # instead of time-slicing dozens of them: same throughput as a 40-thread pool, lower p99
@@ -72,7 +73,7 @@ class Engine:
         try:
             return await self.backend.infer(model, batch)
         except ServiceError as exc:
-            metrics.BACKEND_ERRORS.labels(type(exc).__name__).inc()
+            self.observer.on_backend_error(type(exc).__name__)
             raise
 
     async def start(self) -> None:
@@ -102,8 +103,16 @@ class Engine:
         if self._decoder is None:
             raise BackendUnavailable("service is not started")
         loop = asyncio.get_running_loop()
+        # run_in_executor passes no keyword arguments, hence the partial.
         tensor, letterbox = await loop.run_in_executor(
-            self._decoder, prepare, data, options, self.settings.max_pixels
+            self._decoder,
+            functools.partial(
+                preprocess,
+                data,
+                options.spec.input_size,
+                options.preprocess,
+                max_pixels=self.settings.max_pixels,
+            ),
         )
         decoded = time.perf_counter()
         remaining = deadline - decoded
@@ -111,8 +120,8 @@ class Engine:
             raise DeadlineExceeded("deadline passed while decoding")
         batch = await self._batchers[options.model].submit(tensor, remaining)
         inferred = time.perf_counter()
-        # Decoding only the candidates over the threshold keeps this ~0.2 ms of numpy: cheaper inline
-        # than a hop to a thread, and it must not queue behind decodes.
+        # Decoding only the candidates over the threshold keeps this a little numpy: cheaper inline than
+        # a hop to a thread (loadtest/RESULTS.md #6), and it must not queue behind decodes.
         faces = faces_from_tensors(batch.regressors, batch.logits, letterbox, options)
         finished = time.perf_counter()
         timing = Timing(
@@ -123,6 +132,6 @@ class Engine:
             total=(finished - started) * 1e3,
         )
         for stage in ("decode", "queue", "inference", "postprocess"):
-            metrics.STAGE_SECONDS.labels(stage).observe(getattr(timing, stage) / 1e3)
-        metrics.FACES.labels(options.model).observe(len(faces))
+            self.observer.on_stage(stage, getattr(timing, stage) / 1e3)
+        self.observer.on_faces(options.model, len(faces))
         return DetectResult(options.model, letterbox.image_width, letterbox.image_height, faces, timing)

@@ -1,9 +1,9 @@
-"""Geometry: undo the letterbox (results in original-image pixels), roll angle and crop ROI (paper §5).
+"""Geometry of detected faces in image pixels: roll angle and crop ROI (paper §5).
 
-Follows MediaPipe's `DetectionProjectionCalculator` (the letterbox inverse),
-`mediapipe/calculators/util/detections_to_rects_calculator.cc` (rect and rotation from a detection) and
-`mediapipe/calculators/util/rect_transformation_calculator.cc` (scale, square), wired as in
-`mediapipe/modules/face_landmark/face_detection_front_detection_to_roi.pbtxt`.
+Follows `mediapipe/calculators/util/detections_to_rects_calculator.cc` (rect and rotation from a
+detection) and `mediapipe/calculators/util/rect_transformation_calculator.cc` (scale, square), wired as
+in `mediapipe/modules/face_landmark/face_detection_front_detection_to_roi.pbtxt`. The letterbox inverse
+that brings detections into image pixels first is `service.imaging.letterbox.to_image_pixels`.
 """
 
 from __future__ import annotations
@@ -13,44 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.decoding.detections import Detections
-
-
-@dataclass(frozen=True)
-class Letterbox:
-    """Where the image's content sits inside the square model input (MediaPipe's FIT mode).
-
-    All `content_*` values are in model-input pixels; `image_*` is the upright original image (after
-    EXIF orientation, before any DCT downscale), so the inverse lands in the pixels the user sent.
-    """
-
-    input_size: int
-    image_width: int
-    image_height: int
-    content_x: float
-    content_y: float
-    content_width: float
-    content_height: float
-
-
-def to_image_pixels(dets: Detections, lb: Letterbox) -> Detections:
-    """Normalised model-input coordinates -> pixels of the upright original image.
-
-    `x_img = (x * S - content_x) / content_width * image_width`, the same for y: the inverse of the
-    letterbox, like MediaPipe's `DetectionProjectionCalculator` with `ImageToTensorCalculator`'s
-    `keep_aspect_ratio` matrix. Points in the padding map outside `[0, image_width]`; nothing is clipped.
-    """
-    size = float(lb.input_size)
-    scale_x = lb.image_width / lb.content_width
-    scale_y = lb.image_height / lb.content_height
-
-    def project(xy: np.ndarray) -> np.ndarray:
-        # float64 arithmetic, float32 result (~1e-3 px resolution even at 12 MP)
-        x = (xy[..., 0].astype(np.float64) * size - lb.content_x) * scale_x
-        y = (xy[..., 1].astype(np.float64) * size - lb.content_y) * scale_y
-        return np.stack([x, y], axis=-1).astype(np.float32)
-
-    boxes = project(dets.boxes.reshape(-1, 2, 2)).reshape(-1, 4)
-    return Detections(dets.scores, boxes, project(dets.keypoints))
 
 
 def roll_degrees(keypoints_px: np.ndarray) -> np.ndarray:

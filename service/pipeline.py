@@ -3,7 +3,7 @@
     detector = Detector()
     faces = detector.detect(open("photo.jpg", "rb").read(), model="full")
 
-The HTTP service runs the same steps (`prepare`, then `faces_from_tensors`) around its micro-batcher.
+The HTTP service runs the same steps (`preprocess`, then `faces_from_tensors`) around its micro-batcher.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from service.backends.onnx import OnnxBackend
-from service.geometry import Letterbox
 from service.imaging import preprocess
 from service.options import DetectOptions
 from service.postprocess import Face, faces_from_tensors
@@ -22,11 +21,6 @@ from service.settings import Settings, checkout_model_repository
 
 # The same decoded-size limit as the HTTP service's default (MAX_PIXELS).
 DEFAULT_MAX_PIXELS: int = Settings.model_fields["max_pixels"].default
-
-
-def prepare(data: bytes, options: DetectOptions, max_pixels: int) -> tuple[np.ndarray, Letterbox]:
-    """Decode and letterbox one image to its model's square uint8 input."""
-    return preprocess(data, options.spec.input_size, options.preprocess, max_pixels=max_pixels)
 
 
 class Detector:
@@ -44,10 +38,13 @@ class Detector:
         return self.detect_many([image], **options)[0]
 
     def detect_many(self, images: Sequence[bytes], **options: object) -> list[list[Face]]:
-        opts = DetectOptions(**options)  # type: ignore[arg-type]
+        opts = DetectOptions.model_validate(options)
         if not images:
             return []
-        prepared = [prepare(data, opts, self._max_pixels) for data in images]
+        prepared = [
+            preprocess(data, opts.spec.input_size, opts.preprocess, max_pixels=self._max_pixels)
+            for data in images
+        ]
         batch = np.stack([tensor for tensor, _ in prepared])
         regressors, logits = self._backend.run(opts.model, batch)
         return [

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.decoding import decode
-from service.geometry import CropRoi, Letterbox, crop_rois, to_image_pixels
+from service.geometry import CropRoi, crop_rois
+from service.imaging.letterbox import Letterbox, to_image_pixels
 from service.options import DetectOptions
 from service.specs import KEYPOINT_NAMES
 

@@ -1,4 +1,7 @@
-"""Geometry: letterbox inverse, roll angle sign convention, crop ROI (MediaPipe's detection-to-ROI)."""
+"""Geometry: roll angle sign convention, crop ROI (MediaPipe's detection-to-ROI).
+
+The letterbox inverse is tested beside the letterbox, in tests/imaging/test_letterbox.py.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.decoding.detections import Detections
-from service.geometry import CropRoi, Letterbox, crop_rois, roll_degrees, to_image_pixels
-
-
-def fit(width: int, height: int, size: int) -> Letterbox:
-    """MediaPipe's keep-aspect-ratio letterbox: scale to fit, centre, pad."""
-    scale = size / max(width, height)
-    cw, ch = width * scale, height * scale
-    return Letterbox(size, width, height, (size - cw) / 2, (size - ch) / 2, cw, ch)
+from service.geometry import CropRoi, crop_rois, roll_degrees
 
 
 def one(boxes: list[float], keypoints: np.ndarray) -> Detections:
@@ -27,47 +23,6 @@ def one(boxes: list[float], keypoints: np.ndarray) -> Detections:
 
 
 UPRIGHT = np.array([[-1, 0], [1, 0], [0, 0.5], [0, 1], [-2, 0.2], [2, 0.2]], np.float64)  # right eye first
-
-
-# -- to_image_pixels ----------------------------------------------------------------------------------
-
-
-def test_letterbox_inverse_known_values() -> None:
-    lb = fit(200, 100, 128)  # content 128 x 64 at y = 32
-    assert (lb.content_y, lb.content_height) == (32.0, 64.0)
-    kp = np.zeros((6, 2))
-    kp[0] = [0.5, 0.5]
-    out = to_image_pixels(one([0.0, 0.25, 1.0, 0.75], kp), lb)
-    np.testing.assert_allclose(out.boxes[0], [0, 0, 200, 100], atol=1e-4)
-    np.testing.assert_allclose(out.keypoints[0, 0], [100, 50], atol=1e-4)
-    np.testing.assert_allclose(out.keypoints[0, 1], [0, -50], atol=1e-4)  # in the padding: not clipped
-    assert out.boxes.dtype == out.keypoints.dtype == np.float32
-
-
-@settings(max_examples=80, deadline=None)
-@given(
-    st.integers(1, 8000),
-    st.integers(1, 8000),
-    st.sampled_from([128, 192]),
-    st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=14, max_size=14),
-)
-def test_letterbox_inverse_undoes_the_forward_mapping(
-    width: int, height: int, size: int, points: list[tuple[float, float]]
-) -> None:
-    lb = fit(width, height, size)
-    px = np.array(points) * [width, height]  # points in the original image
-    # forward: image pixels -> normalised model input
-    norm = np.stack(
-        [
-            (px[:, 0] / width * lb.content_width + lb.content_x) / size,
-            (px[:, 1] / height * lb.content_height + lb.content_y) / size,
-        ],
-        axis=1,
-    )
-    out = to_image_pixels(one(norm[:2].ravel().tolist(), norm[2:]), lb)
-    tol = 1e-4 * max(width, height)
-    np.testing.assert_allclose(out.boxes[0], px[:2].ravel(), atol=tol)
-    np.testing.assert_allclose(out.keypoints[0], px[2:], atol=tol)
 
 
 # -- roll ---------------------------------------------------------------------------------------------

@@ -252,7 +252,7 @@ def measure_jitter(
     config: JitterConfig | None = None,
 ) -> dict[str, dict[str, JitterStats]]:
     """{suppression: {photo name | "all": stats}} for one model over (name, bytes) photos."""
-    from service.imaging import decode  # the project's decoder: same EXIF handling as the service
+    from service.imaging.decode import decode  # the project's decoder: same EXIF handling as the service
 
     config = config or JitterConfig()
     input_size = get_spec(model).input_size

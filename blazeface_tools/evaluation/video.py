@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from blazeface_tools.evaluation.jitter import encode_bmp, face_points, inter_ocular
-from service.imaging import decode
+from service.imaging.decode import decode
 from service.pipeline import DEFAULT_MAX_PIXELS, Detector
 from service.tracking import SmoothingOptions, TrackedFace, Tracker
 

@@ -16,7 +16,6 @@ import asyncio
 import base64
 import struct
 import time
-import zlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +25,14 @@ import numpy as np
 import orjson
 
 from blazeface_tools import CHECKOUT
-from blazeface_tools.testkit.images import cmyk_jpeg
+from blazeface_tools.testkit.images import (
+    cmyk_jpeg,
+    encode,
+    jpeg_declaring,
+    jpeg_segment,
+    png_chunk,
+    png_declaring,
+)
 
 PHOTOS = CHECKOUT / "tests" / "data" / "photos"
 SEED = 20_261_127
@@ -128,12 +134,6 @@ async def _slow_async(body: SlowBody, progress: SlowProgress) -> AsyncIterator[b
 # --- byte builders ----------------------------------------------------------------------------------
 
 
-def encode(ext: str, image: np.ndarray, *params: int) -> bytes:
-    ok, buffer = cv2.imencode(ext, image, list(params))
-    assert ok, ext
-    return buffer.tobytes()
-
-
 def photo(name: str) -> bytes:
     return (PHOTOS / name).read_bytes()
 
@@ -144,35 +144,12 @@ def base_image() -> np.ndarray:
     return cv2.resize(pixels, (160, 200), interpolation=cv2.INTER_AREA)
 
 
-def png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A PNG whose IHDR claims the size, with a token IDAT: a decompression bomb's header."""
-    ihdr = png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-    return (
-        b"\x89PNG\r\n\x1a\n" + ihdr + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b"")
-    )
-
-
-def jpeg_declaring(width: int, height: int) -> bytes:
-    """SOI + a baseline frame header declaring the size + EOI."""
-    sof = b"\xff\xc0" + struct.pack(">HBHHB", 17, 8, height, width, 3)
-    sof += b"\x01\x22\x00\x02\x11\x01\x03\x11\x01"
-    return b"\xff\xd8" + sof + b"\xff\xd9"
-
-
 def webp_lossless_declaring(width: int, height: int) -> bytes:
     """A VP8L header claiming the size (14 bits each, so at most 16384²) over a few junk bytes."""
     bits = (width - 1) | ((height - 1) << 14)
     vp8l = b"\x2f" + struct.pack("<I", bits) + b"\0" * 16
     body = b"WEBP" + b"VP8L" + struct.pack("<I", len(vp8l)) + vp8l
     return b"RIFF" + struct.pack("<I", len(body)) + body
-
-
-def segment(marker: int, payload: bytes) -> bytes:
-    return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
 
 
 def after_soi(jpeg: bytes, inserted: bytes) -> bytes:
@@ -398,38 +375,38 @@ def build_corpus(
         "jpeg APP1 EXIF of 64 KB",
         "exif",
         200,
-        **_raw(after_soi(jpeg, segment(0xE1, exif + bytes(65_533 - 2 - len(exif)))), "image/jpeg"),
+        **_raw(after_soi(jpeg, jpeg_segment(0xE1, exif + bytes(65_533 - 2 - len(exif)))), "image/jpeg"),
     )
     add(
         "jpeg EXIF IFD claiming 65535 entries",
         "exif",
         200,
-        **_raw(after_soi(jpeg, segment(0xE1, b"Exif\x00\x00" + tiff_ifd(0xFFFF))), "image/jpeg"),
+        **_raw(after_soi(jpeg, jpeg_segment(0xE1, b"Exif\x00\x00" + tiff_ifd(0xFFFF))), "image/jpeg"),
     )
     add(
         "jpeg EXIF IFD offset past end",
         "exif",
         200,
-        **_raw(after_soi(jpeg, segment(0xE1, b"Exif\x00\x00" + tiff_ifd(1, 0x7FFFFFFF)))),
+        **_raw(after_soi(jpeg, jpeg_segment(0xE1, b"Exif\x00\x00" + tiff_ifd(1, 0x7FFFFFFF)))),
     )
     add(
         "jpeg 16 APP segments of 64 KB",
         "exif",
         200,
-        **_raw(after_soi(jpeg, b"".join(segment(0xE2 + i % 12, bytes(65_000)) for i in range(16)))),
+        **_raw(after_soi(jpeg, b"".join(jpeg_segment(0xE2 + i % 12, bytes(65_000)) for i in range(16)))),
     )
     add(
         "jpeg 1000 small APP segments",
         "exif",
         200,
-        **_raw(after_soi(jpeg, b"".join(segment(0xE2 + i % 12, b"x" * 8) for i in range(1000)))),
+        **_raw(after_soi(jpeg, b"".join(jpeg_segment(0xE2 + i % 12, b"x" * 8) for i in range(1000)))),
     )
     # The header walk is budgeted (4096 markers) so a crafted file cannot pin a CPU: refused as corrupt.
     add(
         "jpeg 5000 empty APP segments",
         "exif",
         400,
-        **_raw(after_soi(jpeg, b"".join(segment(0xE2, b"") for _ in range(5000)))),
+        **_raw(after_soi(jpeg, b"".join(jpeg_segment(0xE2, b"") for _ in range(5000)))),
     )
 
     # Extreme shapes.

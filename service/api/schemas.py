@@ -1,19 +1,68 @@
-"""Response shapes: pydantic models for the OpenAPI schema, and the one function that fills them.
+"""Request and response shapes: pydantic models for the OpenAPI schema, and the function that fills
+responses.
 
 Responses are built as plain dicts and serialised with orjson (the models document them; validating
-every response through pydantic would cost more than the decoder).
+every response through pydantic would cost more than the decoder). Request bodies carry the options of
+`service.options.RequestOptions` beside the image(s); `DetectJsonRequest` also validates JSON bodies.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from service.engine import DetectResult
+from service.options import RequestOptions
 from service.postprocess import Face
 from service.tracking import TrackedFace
+
+
+class DetectJsonRequest(RequestOptions):
+    """`POST /detect` as JSON: the image as base64 (a data URL is accepted too), options beside it."""
+
+    image: str = Field(json_schema_extra={"contentEncoding": "base64"})
+
+
+class DetectForm(RequestOptions):
+    """`POST /detect` as multipart/form-data: the image as a file field, options as text fields."""
+
+    image: bytes
+
+
+class DetectBatchForm(RequestOptions):
+    """`POST /detect/batch`: one file field `images` per image, options as text fields."""
+
+    images: list[bytes]
+
+
+def request_body(content: Mapping[str, type[BaseModel] | dict[str, Any]]) -> dict[str, Any]:
+    """`openapi_extra` declaring a required body: a schema, or the model to take it from, per media type.
+
+    (These routes read their bodies themselves, whichever of several types they are, so FastAPI does not
+    know the models; their `$defs` are inlined, as the document's components do not hold them.)
+    """
+    schemas = {
+        media: _inlined(schema.model_json_schema()) if isinstance(schema, type) else schema
+        for media, schema in content.items()
+    }
+    return {"requestBody": {"required": True, "content": {m: {"schema": s} for m, s in schemas.items()}}}
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(definitions[node["$ref"].rpartition("/")[2]])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    return inline(schema)
 
 
 class Point(BaseModel):

@@ -1,48 +1,57 @@
 """Video mode: `ws://…/stream` takes encoded frames and answers each with tracked faces.
 
-Protocol: after the handshake (query options as for `/detect`, plus `smooth` and `fps`), every binary
-message is one encoded image (JPEG/PNG/WebP/BMP); the server answers each, in order, with one JSON text
-message: `{"frame": n, "model", "image", "faces": [… with "track_id"], "timing_ms"}` or, for a frame it
-could not use, `{"frame": n, "error": <problem>}` — the stream goes on. Track ids are stable across
-frames of one connection (`service/tracking.py`); `smooth=true` applies its One-Euro filter.
-Auth failures close the socket with code 1008 (policy violation) before it is accepted.
+Protocol: after the handshake (query options as for `/detect`, plus `smooth` and `fps`: one model,
+`service.options.StreamOptions`), every binary message is one encoded image (JPEG/PNG/WebP/BMP); the
+server answers each, in order, with one JSON text message: `{"frame": n, "model", "image", "faces": [… with
+"track_id"], "timing_ms"}` or, for a frame it could not use, `{"frame": n, "error": <problem>}` — the
+stream goes on. Track ids are stable across frames of one connection (`service/tracking.py`);
+`smooth=true` applies its One-Euro filter.
+
+A missing or wrong key, or an invalid option, refuses the handshake with the problem+json HTTP gives
+(401 or 422, same title and detail): the answer to the upgrade request, sent with the ASGI websocket
+denial-response extension, which uvicorn offers with each of its websocket implementations. Under a
+server without it the socket is closed before it is accepted, code 1008 (policy violation), the detail
+as the reason; clients then see an HTTP 403. (uvicorn 0.54's default implementation, websockets-sansio,
+logs a spurious "ASGI callable returned without completing handshake." error after each denial; open
+uvicorn PR #3138 fixes it, and `--ws wsproto` does not log it.)
 """
 
 from __future__ import annotations
 
 import time
-from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Depends, Query, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.status import WS_1008_POLICY_VIOLATION, WS_1011_INTERNAL_ERROR
 
 from service.api.auth import verify_bearer
-from service.api.problems import problem_for
-from service.api.routes import QueryOptions, query_options, resolve_options
+from service.api.dependencies import resolve_options
+from service.api.problems import problem_for, problem_response
 from service.api.schemas import detect_response
 from service.errors import InputError, InvalidOption, ServiceError, Unauthorized
+from service.options import StreamOptions
 from service.tracking import SmoothingOptions, Tracker
 
 router = APIRouter()
 
+_DENIAL_RESPONSE = "websocket.http.response"
+_MAX_CLOSE_REASON = 120  # a close frame's reason is at most 123 bytes (the details are ASCII)
+
 
 @router.websocket("/stream")
-async def stream(
-    websocket: WebSocket,
-    query: Annotated[QueryOptions, Depends(query_options)],
-    smooth: Annotated[bool, Query(description="One-Euro smoothing of boxes and keypoints")] = False,
-    fps: Annotated[float, Query(gt=0, le=1000, description="frame rate for the smoothing filter")] = 30.0,
-) -> None:
+async def stream(websocket: WebSocket) -> None:
     settings = websocket.app.state.settings
     try:
         verify_bearer(websocket.headers.get("authorization", ""), settings.api_keys)
-        options = resolve_options(websocket, query)
+        # Validated here, not as a FastAPI dependency: its errors would escape before the handshake
+        # could be refused.
+        query = StreamOptions.model_validate(dict(websocket.query_params))
     except (Unauthorized, InvalidOption) as exc:
-        await websocket.close(WS_1008_POLICY_VIOLATION, reason=exc.detail[:120])
+        await _refuse(websocket, exc)
         return
+    options = resolve_options(websocket, query.given())
     await websocket.accept()
-    tracker = Tracker(smoothing=SmoothingOptions(fps=fps) if smooth else None)
+    tracker = Tracker(smoothing=SmoothingOptions(fps=query.fps) if query.smooth else None)
     engine = websocket.app.state.engine
     frame = 0
     try:
@@ -71,3 +80,11 @@ async def stream(
     except ServiceError as exc:  # backend down, overload, deadline: tell the client, then close
         await websocket.send_text(orjson.dumps({"frame": frame, "error": problem_for(exc)}).decode())
         await websocket.close(WS_1011_INTERNAL_ERROR, reason=exc.title)
+
+
+async def _refuse(websocket: WebSocket, exc: ServiceError) -> None:
+    if _DENIAL_RESPONSE in (websocket.scope.get("extensions") or {}):
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+        await websocket.send_denial_response(problem_response(problem_for(exc), headers))
+    else:
+        await websocket.close(WS_1008_POLICY_VIOLATION, reason=exc.detail[:_MAX_CLOSE_REASON])

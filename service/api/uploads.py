@@ -1,4 +1,7 @@
-"""The three ways to send an image (multipart, raw bytes, base64 JSON) → bytes plus JSON options."""
+"""The three ways to send an image (multipart, raw bytes, base64 JSON) → bytes plus the body's options.
+
+Body options are returned as `RequestOptions.given()` gives them: only those the body set, validated.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +9,15 @@ import base64
 import binascii
 from typing import Any
 
-import orjson
+from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
+from service.api.schemas import DetectJsonRequest
 from service.errors import ImageDecodeError, InvalidOption, UnsupportedMediaType
+from service.options import RequestOptions
 
 RAW_TYPES = ("image/", "application/octet-stream")
-JSON_OPTION_KEYS = frozenset({"model", "min_score", "max_faces", "suppression", "preprocess"})
-# Option values are short words or numbers; anything longer is refused without being echoed back.
-_MAX_OPTION_CHARS = 32
 
 
 def media_type(request: Request) -> str:
@@ -23,13 +25,11 @@ def media_type(request: Request) -> str:
 
 
 async def read_image(request: Request) -> tuple[bytes, dict[str, Any]]:
-    """The image bytes of a `/detect` request and any options given in a JSON body."""
+    """The image bytes of a `/detect` request and the options its body gives (JSON or multipart)."""
     kind = media_type(request)
     if kind == "multipart/form-data":
-        files = await read_files(request, "image", max_files=1)
-        if not files:
-            raise InvalidOption("multipart body has no file field named 'image'")
-        return files[0], {}
+        files, options = await read_form(request, "image", max_files=1)
+        return files[0], options
     if kind == "application/json":
         return _from_json(await request.body())
     if kind.startswith(RAW_TYPES):
@@ -40,54 +40,33 @@ async def read_image(request: Request) -> tuple[bytes, dict[str, Any]]:
     )
 
 
-async def read_files(request: Request, field: str, max_files: int) -> list[bytes]:
-    """The bytes of every uploaded file named `field`, in order."""
+async def read_form(request: Request, field: str, max_files: int) -> tuple[list[bytes], dict[str, Any]]:
+    """The bytes of every file named `field`, in order (at least one), and the options in the other
+    fields: any other field must be an option, as any other key of a JSON body must."""
     if media_type(request) != "multipart/form-data":
         raise UnsupportedMediaType(f"send multipart/form-data with file fields named {field!r}")
     async with request.form(max_files=max_files, max_fields=16) as form:
         uploads = [item for item in form.getlist(field) if isinstance(item, UploadFile)]
-        return [await upload.read() for upload in uploads]
+        if not uploads:
+            raise InvalidOption(f"multipart body has no file field named {field!r}")
+        # The last of repeated fields wins, as in a query string.
+        options = RequestOptions.model_validate({key: value for key, value in form.items() if key != field})
+        return [await upload.read() for upload in uploads], options.given()
 
 
 def _from_json(body: bytes) -> tuple[bytes, dict[str, Any]]:
     try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        # Strict: JSON has types, so a string or a boolean where a number belongs is refused (the
+        # query string and form fields, all text, are parsed); every error but bad syntax is an
+        # InvalidOption already (see RequestOptions).
+        document = DetectJsonRequest.model_validate_json(body, strict=True)
+    except ValidationError:
         raise InvalidOption("body is not valid JSON") from None
-    if not isinstance(document, dict) or not isinstance(document.get("image"), str):
-        raise InvalidOption('JSON body must be an object with a base64 string "image"')
-    unknown = set(document) - JSON_OPTION_KEYS - {"image"}
-    if unknown:
-        raise InvalidOption(f"unknown JSON keys: {sorted(unknown)}")
-    for key in JSON_OPTION_KEYS & set(document):
-        _check_option_type(key, document[key])
-    encoded = document.pop("image")
+    encoded = document.image
     if encoded.startswith("data:"):  # tolerate a data URL, as browsers produce
         encoded = encoded.partition(",")[2]
     try:
         data = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise ImageDecodeError('"image" is not valid base64') from None
-    return data, document
-
-
-def _check_option_type(key: str, value: Any) -> None:
-    """JSON can carry any type where the query string only carries text: refuse wrong types here, by
-    name and without echoing the value (a list `model` once reached a dict lookup and became a 500)."""
-    if value is None:
-        return  # DetectOptions decides what null means (the default, where an option has one)
-    if key in ("min_score", "max_faces"):
-        numeric = isinstance(value, int) if key == "max_faces" else isinstance(value, int | float)
-        if isinstance(value, bool) or not numeric:
-            kind = "an integer" if key == "max_faces" else "a number"
-            raise InvalidOption(f"{key} must be {kind}, not a JSON {_json_type(value)}")
-    elif not isinstance(value, str):
-        raise InvalidOption(f"{key} must be a string, not a JSON {_json_type(value)}")
-    elif len(value) > _MAX_OPTION_CHARS:
-        raise InvalidOption(f"{key} is not a valid value ({len(value)} characters)")
-
-
-def _json_type(value: Any) -> str:
-    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array"}.get(
-        type(value), "object"
-    )
+    return data, document.given()

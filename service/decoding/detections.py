@@ -27,7 +27,7 @@ class Detections:
     """N detections as a struct of arrays (one row per face), in the order the producer left them.
 
     Coordinates are whatever space the producer says: normalised model input after decoding, original
-    image pixels after `service.geometry.to_image_pixels`.
+    image pixels after `service.imaging.letterbox.to_image_pixels`.
 
     - `scores`: (N,) float32, probabilities (after the sigmoid)
     - `boxes`: (N, 4) float32, `xmin, ymin, xmax, ymax`

@@ -61,7 +61,7 @@ def test_stream_requires_the_key_when_auth_is_on(tmp_path, built_models) -> None
     with service_process(tmp_path, API_KEYS="k1") as server:
         with pytest.raises(InvalidStatus) as refused, connect(ws_url(server.url)):
             pass
-        assert refused.value.response.status_code == 403
+        assert refused.value.response.status_code == 401
         with connect(ws_url(server.url), additional_headers={"Authorization": "Bearer k1"}) as socket:
             socket.send(noisy_frames("astronaut.jpg", 1)[0])
             assert len(json.loads(socket.recv(timeout=10))["faces"]) == 1

@@ -1,8 +1,9 @@
 """Our ONNX conversion against the original `.tflite` run by LiteRT, plus the converter's parts.
 
-Tolerances (ARCHITECTURE.md §5): ONNX Runtime and LiteRT sum in different orders, so raw outputs differ by a few
-float32 ulps of their magnitude. The full model's raw outputs reach the hundreds, so there the 1e-4 bound
-is relative to max |reference|; short-range outputs and all sigmoid scores are held to 1e-4 absolute.
+Tolerances (ARCHITECTURE.md §5): ONNX Runtime and LiteRT sum in different orders, so raw outputs differ
+by a few float32 ulps of their magnitude. The full model's raw outputs reach the hundreds, so there the
+1e-4 bound is relative to max |reference|; short-range outputs and all sigmoid scores are held to 1e-4
+absolute.
 """
 
 from __future__ import annotations

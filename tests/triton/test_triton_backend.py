@@ -230,7 +230,7 @@ def test_concurrent_single_images(
     try:
         before = executions()
         run(scenario)
-        # Triton's dynamic batcher merged them: fewer executions than requests (1-2 measured, ARCHITECTURE.md §7).
+        # Triton's dynamic batcher merged them: fewer executions than requests (ARCHITECTURE.md §7).
         assert executions() - before < calls
     finally:
         stats.close()

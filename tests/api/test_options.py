@@ -1,0 +1,211 @@
+"""One options model for every transport: the same 422 for the same invalid value wherever it is sent,
+null as the service default, and an OpenAPI document that carries the model's bounds and enums."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from blazeface_tools.testkit.servers import app_in_thread
+from service.api.app import create_app
+from service.settings import Settings
+from service.specs import MODELS
+from tests.api.conftest import ScriptedBackend, jpeg
+from tests.conftest import DATA
+
+OPTIONS = ("model", "min_score", "max_faces", "suppression", "preprocess")
+EXPECTED = {
+    "model": "model must be one of short, full",
+    "min_score": "min_score must be a number, at least 0 and at most 1",
+    "max_faces": "max_faces must be an integer, at least 1 and at most 1000",
+    "suppression": "suppression must be one of blend, nms",
+    "preprocess": "preprocess must be one of exact, fast",
+}
+# (option, value as JSON carries it); text transports send the string, or the JSON text of anything else.
+INVALID: list[tuple[str, Any]] = [
+    ("model", "huge"),
+    ("model", "x" * 2000),
+    ("model", ["short"]),
+    ("model", 1),
+    ("min_score", -0.1),
+    ("min_score", 1.5),
+    ("min_score", float("nan")),
+    ("min_score", "abc"),
+    ("max_faces", 0),
+    ("max_faces", 5000),
+    ("max_faces", 1.5),
+    ("max_faces", "abc"),
+    ("suppression", "soft"),
+    ("preprocess", "magic"),
+]
+
+
+def as_text(value: Any) -> str:
+    # NaN as Python writes it ("nan"); JSON's own spelling, NaN, goes in the JSON body.
+    return value if isinstance(value, str) else str(value) if isinstance(value, float) else json.dumps(value)
+
+
+def ws_url(http_url: str, params: dict[str, str]) -> str:
+    return http_url.replace("http://", "ws://") + "/stream?" + str(httpx.QueryParams(params))
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    # Non-default service defaults, so "null means the service default" is told from the model's own.
+    settings = Settings(default_model="full", preprocess="exact", max_body_bytes=256 * 1024)
+    with app_in_thread(create_app(settings, backend=ScriptedBackend())) as served:
+        yield served
+
+
+def problem(response: httpx.Response) -> tuple[int, dict[str, Any]]:
+    assert response.headers["content-type"] == "application/problem+json", response.text
+    return response.status_code, response.json()
+
+
+def via_query(url: str, name: str, value: Any) -> tuple[int, dict[str, Any]]:
+    image = {"content": jpeg(), "headers": {"content-type": "image/jpeg"}}
+    return problem(httpx.post(f"{url}/detect", params={name: as_text(value)}, **image))
+
+
+def via_json(url: str, name: str, value: Any) -> tuple[int, dict[str, Any]]:
+    body = json.dumps({"image": base64.b64encode(jpeg()).decode(), name: value})  # NaN stays NaN
+    return problem(httpx.post(f"{url}/detect", content=body, headers={"content-type": "application/json"}))
+
+
+def via_form(url: str, name: str, value: Any) -> tuple[int, dict[str, Any]]:
+    files = {"image": ("a.jpg", jpeg(), "image/jpeg")}
+    return problem(httpx.post(f"{url}/detect", files=files, data={name: as_text(value)}))
+
+
+def via_batch_form(url: str, name: str, value: Any) -> tuple[int, dict[str, Any]]:
+    files = [("images", ("a.jpg", jpeg(), "image/jpeg"))]
+    return problem(httpx.post(f"{url}/detect/batch", files=files, data={name: as_text(value)}))
+
+
+def via_stream(url: str, name: str, value: Any) -> tuple[int, dict[str, Any]]:
+    with pytest.raises(InvalidStatus) as refused, connect(ws_url(url, {name: as_text(value)})):
+        pass
+    response = refused.value.response
+    assert response.headers["content-type"] == "application/problem+json"
+    return response.status_code, json.loads(response.body)
+
+
+TRANSPORTS: dict[str, Callable[[str, str, Any], tuple[int, dict[str, Any]]]] = {
+    "query": via_query,
+    "json": via_json,
+    "form": via_form,
+    "batch-form": via_batch_form,
+    "stream": via_stream,
+}
+
+
+@pytest.mark.parametrize(("name", "value"), INVALID, ids=lambda v: str(v)[:12])
+def test_an_invalid_option_is_the_same_422_whatever_the_transport(url: str, name: str, value: Any) -> None:
+    answers = {transport: send(url, name, value) for transport, send in TRANSPORTS.items()}
+    expected = {
+        "type": "https://blazeface-serve.dev/problems/invalid-option",
+        "title": "Invalid option",
+        "status": 422,
+        "detail": EXPECTED[name],
+    }
+    assert answers == dict.fromkeys(TRANSPORTS, (422, expected))
+
+
+def test_an_unknown_key_is_refused_in_a_body_and_ignored_in_a_query(url: str) -> None:
+    _, body = via_json(url, "x" * 100, 1)
+    assert body["detail"] == "unknown option (100 characters)"  # a long name is not echoed
+    assert via_form(url, "colour", "red")[1]["detail"] == "unknown option 'colour'"
+    image = {"content": jpeg(), "headers": {"content-type": "image/jpeg"}}
+    assert httpx.post(f"{url}/detect?cache=123", **image).status_code == 200
+    with connect(ws_url(url, {"cache": "123"})) as socket:
+        socket.send(jpeg())
+        assert json.loads(socket.recv(timeout=10))["model"] == "full"
+
+
+def test_a_bad_key_on_the_stream_is_the_http_401(make_server) -> None:  # type: ignore[no-untyped-def]
+    keyed = make_server(api_keys=["k1"])
+    http = httpx.post(f"{keyed}/detect", content=jpeg(), headers={"content-type": "image/jpeg"})
+    with pytest.raises(InvalidStatus) as refused, connect(ws_url(keyed, {})):
+        pass
+    response = refused.value.response
+    assert (response.status_code, json.loads(response.body)) == (401, http.json())
+    assert response.headers["www-authenticate"] == http.headers["www-authenticate"] == "Bearer"
+
+
+def test_body_options_override_the_query_and_null_asks_for_the_service_default(url: str) -> None:
+    image = base64.b64encode(jpeg()).decode()
+
+    def model(query: str, **body: object) -> str:
+        return httpx.post(f"{url}/detect{query}", json={"image": image, **body}).json()["model"]
+
+    assert model("") == "full"  # the server's DEFAULT_MODEL
+    assert model("?model=short") == "short"
+    assert model("?model=short", model="full") == "full"
+    assert model("?model=short", model=None) == "full"
+    form = {"files": {"image": ("a.jpg", jpeg(), "image/jpeg")}, "data": {"model": "full"}}
+    assert httpx.post(f"{url}/detect?model=short", **form).json()["model"] == "full"
+
+
+@pytest.mark.slow
+def test_null_for_every_option_in_json_is_the_no_option_result(live) -> None:  # type: ignore[no-untyped-def]
+    photo = (DATA / "photos" / "voc_2008_002506_three_faces.jpg").read_bytes()
+    image = base64.b64encode(photo).decode()
+
+    def detect(**body: object) -> dict[str, Any]:
+        response = httpx.post(f"{live.url}/detect", json={"image": image, **body}, timeout=30)
+        assert response.status_code == 200, response.text
+        return {key: value for key, value in response.json().items() if key != "timing_ms"}
+
+    plain = detect()
+    assert len(plain["faces"]) == 3
+    assert detect(**dict.fromkeys(OPTIONS)) == plain
+    assert detect(min_score=0.99, max_faces=1) != plain  # the options do change the answer
+
+
+def resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """A property's schema without its null alternative and with `$ref`s followed."""
+    if "anyOf" in schema:
+        (schema,) = (choice for choice in schema["anyOf"] if choice.get("type") != "null")
+    if "$ref" in schema:
+        return resolve(document, document["components"]["schemas"][schema["$ref"].rpartition("/")[2]])
+    return schema
+
+
+def bounds(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    keys = ("type", "enum", "minimum", "maximum")
+    return {key: value for key, value in resolve(document, schema).items() if key in keys}
+
+
+def test_the_openapi_document_carries_the_models_bounds_and_enums(url: str) -> None:
+    expected = {
+        "model": {"type": "string", "enum": list(MODELS)},
+        "min_score": {"type": "number", "minimum": 0, "maximum": 1},
+        "max_faces": {"type": "integer", "minimum": 1, "maximum": 1000},
+        "suppression": {"type": "string", "enum": ["blend", "nms"]},
+        "preprocess": {"type": "string", "enum": ["exact", "fast"]},
+    }
+    document = httpx.get(f"{url}/openapi.json").json()
+    for path in ("/detect", "/detect/batch"):
+        operation = document["paths"][path]["post"]
+        query = {param["name"]: param for param in operation["parameters"] if param["in"] == "query"}
+        assert {name: bounds(document, param["schema"]) for name, param in query.items()} == expected
+        assert not any(param["required"] for param in query.values())
+    bodies = [  # (path, media type, image field, its type)
+        ("/detect", "application/json", "image", "string"),
+        ("/detect", "multipart/form-data", "image", "string"),
+        ("/detect/batch", "multipart/form-data", "images", "array"),
+    ]
+    for path, media, image_field, image_type in bodies:
+        body = document["paths"][path]["post"]["requestBody"]["content"][media]["schema"]
+        assert body["additionalProperties"] is False and body["required"] == [image_field]
+        properties = body["properties"]
+        assert bounds(document, properties.pop(image_field)) == {"type": image_type}
+        assert {name: bounds(document, schema) for name, schema in properties.items()} == expected
+        assert all({"type": "null"} in schema["anyOf"] for schema in properties.values())  # the default
