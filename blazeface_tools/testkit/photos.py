@@ -1,6 +1,6 @@
 """The benchmark photo mix: 640×480, 1280×720, 1920×1080 and 12 MP JPEGs made from pip-shipped photos.
 
-    python -m loadtest.photos        # writes loadtest/results/photos/*.jpg (deterministic)
+    python -m blazeface_tools.testkit.photos   # writes loadtest/results/photos/*.jpg (deterministic)
 
 Each is a canvas of the size named, filled by tiling the committed reference photos (scikit-image's
 astronaut, matplotlib's Grace Hopper, PASCAL VOC group photos: see tests/data/photos/LICENSES.md) at a

@@ -17,15 +17,9 @@ Reconnecting. The gRPC channel reconnects by itself; its backoff is capped at `_
 so a restarted Triton is found again within about a second (gRPC's default cap is 120 s). While the
 channel is down, calls fail at once with UNAVAILABLE instead of waiting.
 
-Shared memory (`use_shared_memory=True`). The input batch and both outputs travel through POSIX shared
-memory registered with Triton, so only small messages cross the socket — useful only when Triton runs
-on the same host (it must see our /dev/shm). Each in-flight call holds one region (input, regressors and
-logits at fixed offsets) from a per-model pool; the pool grows to `shm_max_regions` and calls beyond
-that go over the socket instead of waiting. Triton forgets registrations when it restarts: a NOT_FOUND
-or UNAVAILABLE answer marks every region for re-registration, and a NOT_FOUND call is retried once.
-After a deadline or a cancellation Triton may still run the request and write into its region later, so
-that region is unlinked at once and never reused (Triton's registration of it is dropped a little later).
-`close()` unregisters and unlinks every region.
+Shared memory (`use_shared_memory=True`, Triton on this host). Tensors travel through a `RegionPool`
+of POSIX shared-memory regions registered with Triton (`triton_shm.py` describes it); a call that gets
+no region from it goes over the socket. A NOT_FOUND call is retried once, after re-registering.
 """
 
 from __future__ import annotations
@@ -43,11 +37,11 @@ import grpc
 import grpc.aio
 import numpy as np
 import tritonclient.grpc.aio as triton
-import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException
 from tritonclient.utils.shared_memory import SharedMemoryException
 
 from service.backends.base import Backend
+from service.backends.triton_shm import Region, RegionPool, time_left
 from service.errors import BackendUnavailable, DeadlineExceeded, ServiceError
 from service.settings import Settings
 from service.specs import MODELS, ModelSpec, get_spec
@@ -140,22 +134,6 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
-@dataclass
-class _Region:
-    """One shared-memory object holding a call's input and both outputs, registered with Triton."""
-
-    name: str  # Triton's name for it; also the POSIX key without its leading "/"
-    handle: shm.SharedMemoryRegion
-    input_bytes: int
-    regressors_bytes: int
-    logits_bytes: int
-    registered: int = -1  # the `_registrations` generation it was last registered in
-
-    @property
-    def size(self) -> int:
-        return self.input_bytes + self.regressors_bytes + self.logits_bytes
-
-
 class TritonBackend(Backend):
     name = "triton"
 
@@ -163,14 +141,7 @@ class TritonBackend(Backend):
         self.settings = settings or TritonSettings()
         self._client: triton.InferenceServerClient | None = None
         self._state = _State.NEW
-        self._idle: dict[str, list[_Region]] = {model: [] for model in MODELS}
-        self._live: dict[str, list[_Region]] = {model: [] for model in MODELS}
-        self._created = 0  # names are never reused: Triton may still hold a retired one
-        # Regions given up after a deadline or cancellation, by name: still registered with Triton.
-        self._retired: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        # Bumped whenever Triton may have lost our registrations (restart); regions re-register lazily.
-        self._registrations = 0
+        self._regions: RegionPool | None = None  # with use_shared_memory, from start()
         self._prefix = f"blazeface-{os.getpid()}-{secrets.token_hex(4)}"  # unique across API workers
 
     @classmethod
@@ -201,40 +172,25 @@ class TritonBackend(Backend):
                 ("grpc.max_reconnect_backoff_ms", _MAX_RECONNECT_BACKOFF_MS),
             ],
         )
+        if self.settings.use_shared_memory:
+            self._regions = RegionPool(self._client, self._prefix, self.settings, LIBRARY_ERRORS)
         self._state = _State.OPEN
 
     async def close(self) -> None:
         if self._state is not _State.OPEN:
             self._state = _State.CLOSED
             return
+        client = self._open_client()
         self._state = _State.CLOSED
-        client = self._client
-        assert client is not None
-        for task in self._tasks:
-            task.cancel()
-        names = set(self._retired)
-        for model, live in self._live.items():
-            names.update(region.name for region in live)
-            # Regions still in use are destroyed by their own call when it ends (see `infer`).
-            for region in self._idle[model]:
-                _destroy(region)
-            self._idle[model].clear()
-            live.clear()
-        for name in sorted(names):
-            # Best effort: Triton may be gone, and its registrations with it.
-            with contextlib.suppress(*LIBRARY_ERRORS):
-                await client.unregister_system_shared_memory(
-                    name, client_timeout=self.settings.ready_timeout_s
-                )
-        self._retired.clear()
+        if self._regions is not None:
+            await self._regions.close()
         with contextlib.suppress(*LIBRARY_ERRORS):
             await client.close()
 
     async def ready(self) -> bool:
         if self._state is not _State.OPEN:
             return False
-        client = self._client
-        assert client is not None
+        client = self._open_client()
         timeout = self.settings.ready_timeout_s
         try:
             # asyncio.timeout as well: a probe must not outlive its timeout even if gRPC's deadline slips.
@@ -254,26 +210,23 @@ class TritonBackend(Backend):
         _check_batch(spec, batch)
         client = self._open_client()
         name = self.settings.model_name(model)
-        if self.settings.use_shared_memory and len(batch) <= self.settings.shm_max_batch:
-            region = self._acquire(spec)
+        regions = self._regions
+        if regions is not None:
+            with _translated(f"shared memory for {spec.name}"):
+                region = regions.acquire(spec, len(batch))
             if region is not None:
-                reusable = False
                 try:
-                    result = await self._infer_shm(client, name, spec, region, batch)
-                    reusable = True
-                    return result
+                    result = await self._infer_shm(client, name, regions, region, batch)
                 except BackendUnavailable:
-                    reusable = True  # the request never ran (refused, down, not found)
+                    regions.release(region)  # the request never ran (refused, down, not found)
                     raise
-                finally:
+                except BaseException:
                     # After a deadline or a cancellation Triton may still run the request and write its
                     # outputs later: such a region must never serve another call.
-                    if self._state is not _State.OPEN:
-                        _destroy(region)  # closed meanwhile
-                    elif reusable:
-                        self._idle[spec.name].append(region)
-                    else:
-                        self._retire(spec, region)
+                    regions.retire(region)
+                    raise
+                regions.release(region)
+                return result
         return await self._infer_socket(client, name, spec, batch)
 
     def _open_client(self) -> triton.InferenceServerClient:
@@ -301,105 +254,34 @@ class TritonBackend(Backend):
         self,
         client: triton.InferenceServerClient,
         name: str,
-        spec: ModelSpec,
-        region: _Region,
+        regions: RegionPool,
+        region: Region,
         batch: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         rows = len(batch)
-        anchors = spec.decoder.num_boxes
-        sizes = (batch.nbytes, rows * anchors * spec.decoder.num_coords * 4, rows * anchors * 4)
-        offsets = (0, region.input_bytes, region.input_bytes + region.regressors_bytes)
         image = triton.InferInput(INPUT, list(batch.shape), "UINT8")
-        image.set_shared_memory(region.name, sizes[0], offsets[0])
-        outputs = []
-        for output, size, offset in zip(OUTPUTS, sizes[1:], offsets[1:], strict=True):
-            requested = triton.InferRequestedOutput(output)
-            requested.set_shared_memory(region.name, size, offset)
-            outputs.append(requested)
+        outputs = [triton.InferRequestedOutput(output) for output in OUTPUTS]
+        for tensor, (size, offset) in zip([image, *outputs], region.slots(rows), strict=True):
+            tensor.set_shared_memory(region.name, size, offset)
 
         context = f"Triton model {name} (shared memory)"
         deadline = time.monotonic() + self.settings.timeout_s
         with _translated(context):
-            shm.set_shared_memory_region(region.handle, [batch])
+            region.write_input(batch)
         for attempt in range(2):
             try:
-                await self._register(client, region, deadline)
-                await client.infer(
-                    name, [image], outputs=outputs, client_timeout=max(deadline - time.monotonic(), 1e-3)
-                )
+                await regions.register(region, deadline)
+                await client.infer(name, [image], outputs=outputs, client_timeout=time_left(deadline))
                 break
             except LIBRARY_ERRORS as exc:
                 code = status_code(exc)
                 if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE):
-                    self._registrations += 1  # Triton restarted (or is down): registrations are gone
+                    regions.forget_registrations()  # Triton restarted (or is down)
                 if code is grpc.StatusCode.NOT_FOUND and attempt == 0:
                     continue
                 raise translate_error(exc, context) from exc
         with _translated(context):
-            # Copies: the region is reused by the next call as soon as this one returns.
-            shape = (rows, anchors, spec.decoder.num_coords)
-            regressors = shm.get_contents_as_numpy(region.handle, np.float32, shape, offsets[1])
-            logits = shm.get_contents_as_numpy(region.handle, np.float32, (rows, anchors, 1), offsets[2])
-            return regressors.copy(), logits.copy()
-
-    async def _register(self, client: triton.InferenceServerClient, region: _Region, deadline: float) -> None:
-        if region.registered == self._registrations:
-            return
-        generation = self._registrations
-        timeout = max(deadline - time.monotonic(), 1e-3)
-        # Drop a registration Triton may still hold under this name (we could not tell it restarted).
-        await client.unregister_system_shared_memory(region.name, client_timeout=timeout)
-        await client.register_system_shared_memory(
-            region.name, "/" + region.name, region.size, client_timeout=max(deadline - time.monotonic(), 1e-3)
-        )
-        region.registered = generation
-
-    def _acquire(self, spec: ModelSpec) -> _Region | None:
-        idle = self._idle[spec.name]
-        if idle:
-            return idle.pop()
-        live = self._live[spec.name]
-        if len(live) >= self.settings.shm_max_regions:
-            return None
-        rows, anchors = self.settings.shm_max_batch, spec.decoder.num_boxes
-        name = f"{self._prefix}-{spec.name}-{self._created}"
-        self._created += 1
-        sizes = (
-            rows * spec.input_size * spec.input_size * 3,
-            rows * anchors * spec.decoder.num_coords * 4,  # float32 regressors
-            rows * anchors * 4,  # float32 logits
-        )
-        with _translated(f"shared memory for {spec.name}"):
-            handle = shm.create_shared_memory_region(name, "/" + name, sum(sizes), create_only=True)
-        region = _Region(name, handle, *sizes)
-        live.append(region)
-        return region
-
-    def _retire(self, spec: ModelSpec, region: _Region) -> None:
-        """Unmap and unlink the region now (late writes then reach no one), unregister it later."""
-        self._live[spec.name].remove(region)
-        _destroy(region)
-        self._retired.add(region.name)
-        task = asyncio.get_running_loop().create_task(self._unregister_later(region.name))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _unregister_later(self, name: str) -> None:
-        # Long enough for a request that overran our deadline to leave Triton's queue.
-        await asyncio.sleep(10 * self.settings.timeout_s)
-        client = self._client
-        if client is None:
-            return
-        with contextlib.suppress(*LIBRARY_ERRORS):
-            await client.unregister_system_shared_memory(name, client_timeout=self.settings.ready_timeout_s)
-            self._retired.discard(name)
-
-
-def _destroy(region: _Region) -> None:
-    """Unmap and unlink our side of a region (Triton keeps its mapping until unregistered)."""
-    # BufferError: a view of the buffer is still alive; the OS reclaims it at exit then.
-    with contextlib.suppress(*LIBRARY_ERRORS, BufferError):
-        shm.destroy_shared_memory_region(region.handle)
+            return region.read_outputs(rows)
 
 
 def _check_batch(spec: ModelSpec, batch: np.ndarray) -> None:
