@@ -7,9 +7,11 @@
 Good traffic: real photos on both models, the batch endpoint and base64 JSON (corpus.good_requests).
 Bad traffic: every non-trickled case of the generated corpus (blazeface_tools/testkit/corpus.py), whose
 expected statuses assume the limits this script starts the service with (MAX_BODY_BYTES 2 MiB,
-MAX_PIXELS 20 MP, MAX_BATCH_IMAGES 8). Reports requests, statuses, 5xx, statuses other than the
-documented one, good-request p50/p99 and the server's RSS (start after warm-up, end, peak), and writes
-loadtest/results/soak.json.
+MAX_PIXELS 20 MP, MAX_BATCH_IMAGES 8). Hostile traffic (`--hostile-fraction`): the requests that used
+to buy unbounded work — every anchor a candidate, a large flat PNG, a JPEG of thousands of empty scans,
+a batch cut before its closing boundary, a 64 KiB header, a 16 KiB URL (corpus.hostile_requests).
+Reports requests, statuses, 5xx, statuses other than the documented one, good-request p50/p99 and the
+server's RSS (start after warm-up, end, peak), and writes loadtest/results/soak.json.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from blazeface_tools.testkit.corpus import Case, build_corpus, good_requests
+from blazeface_tools.testkit.corpus import Case, build_corpus, good_requests, hostile_requests
 from blazeface_tools.testkit.servers import service_process
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,9 +81,16 @@ async def send(client: httpx.AsyncClient, url: str, case: Case) -> tuple[str, fl
 
 
 async def soak(
-    url: str, pid: int | None, minutes: float, concurrency: int, bad_fraction: float, seed: int
+    url: str,
+    pid: int | None,
+    minutes: float,
+    concurrency: int,
+    bad_fraction: float,
+    hostile_fraction: float,
+    seed: int,
 ) -> tuple[Tally, float]:
     good, bad = good_requests(), build_corpus(include_slow=False, **LIMITS)
+    hostile = hostile_requests(LIMITS["max_pixels"])
     tally = Tally()
     limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency + 2)
     async with httpx.AsyncClient(limits=limits) as client:
@@ -93,8 +102,9 @@ async def soak(
         async def worker(index: int) -> None:
             rng = random.Random(seed * 1000 + index)
             while time.monotonic() < deadline:
-                is_bad = rng.random() < bad_fraction
-                case = rng.choice(bad if is_bad else good)
+                draw = rng.random()
+                is_bad = draw < bad_fraction + hostile_fraction
+                case = rng.choice(bad if draw < bad_fraction else hostile if is_bad else good)
                 status, ms = await send(client, url, case)
                 tally.statuses[status] += 1
                 if status != str(case.expect):
@@ -133,6 +143,7 @@ def summarise(tally: Tally, elapsed: float, args: argparse.Namespace, url: str) 
         "minutes": round(elapsed / 60, 2),
         "concurrency": args.concurrency,
         "bad_fraction": args.bad_fraction,
+        "hostile_fraction": args.hostile_fraction,
         "requests": tally.good + tally.bad,
         "good_requests": tally.good,
         "bad_requests": tally.bad,
@@ -195,6 +206,7 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--bad-fraction", type=float, default=0.3, help="share of requests from the corpus")
+    parser.add_argument("--hostile-fraction", type=float, default=0.1, help="share of hostile requests")
     parser.add_argument("--url", help="a running service on loopback (default: start one)")
     parser.add_argument("--pid", type=int, help="its process id, to sample RSS (with --url)")
     parser.add_argument("--seed", type=int, default=1)
@@ -214,7 +226,9 @@ def main() -> int:
             )
             url, pid = server.url, server.process.pid
         tally, elapsed = asyncio.run(
-            soak(url, pid, args.minutes, args.concurrency, args.bad_fraction, args.seed)
+            soak(
+                url, pid, args.minutes, args.concurrency, args.bad_fraction, args.hostile_fraction, args.seed
+            )
         )
     summary = summarise(tally, elapsed, args, url)
     print_table(summary)

@@ -31,9 +31,10 @@ def main() -> None:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        http="service.api.protocol:BoundedHttpToolsProtocol",  # httptools, bounded: see the module
         timeout_graceful_shutdown=settings.shutdown_grace_s,
         ws_max_size=settings.max_body_bytes,
+        ws="service.api.ws_protocol:BoundedWebSocketProtocol",  # bounded pongs, see the module
         log_level="info",
         access_log=False,
     )

@@ -4,6 +4,13 @@ Shape (after Ray Serve's `serve/batching.py`): a bounded deque of (tensor, futur
 for the first item, then for the batch to fill or `max_wait` to pass since that item arrived; one backend
 call per batch; its result (or its error) set on every waiting future. A request that times out or is
 cancelled while queued is skipped, never computed.
+
+Admission is per request, before its images are decoded: `reserve(n)` holds n places in the queue for
+all of a request's images at once, or refuses at once (429 while the queue is too full now, 413 for more
+images than it ever holds), so no image of a refused request is decoded or computed.
+
+    with batcher.reserve(len(tensors)) as places:   # Overloaded / BatchTooLarge here, or not at all
+        result = await places.submit(tensor, timeout_s)
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import BackendUnavailable, DeadlineExceeded, Overloaded, ServiceError
+from service.errors import BackendUnavailable, BatchTooLarge, DeadlineExceeded, Overloaded, ServiceError
 from service.observer import Observer
 
 log = logging.getLogger(__name__)
@@ -61,6 +68,28 @@ class _Pending:
     enqueued: float
 
 
+class Reservation:
+    """Places held in a batcher's queue for one request's images; leaving the `with` frees those unused."""
+
+    def __init__(self, batcher: MicroBatcher, places: int) -> None:
+        self._batcher = batcher
+        self._left = places
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._batcher._reserved -= self._left
+        self._left = 0
+
+    async def submit(self, tensor: np.ndarray, timeout_s: float) -> BatchResult:
+        """`MicroBatcher.submit` in one of the held places."""
+        assert self._left > 0, "every reserved place is used"
+        self._left -= 1
+        self._batcher._reserved -= 1
+        return await self._batcher._enqueue(tensor, timeout_s)
+
+
 class MicroBatcher:
     def __init__(
         self,
@@ -74,6 +103,7 @@ class MicroBatcher:
         self._options = options
         self._observer = observer or Observer()
         self._queue: deque[_Pending] = deque()
+        self._reserved = 0  # places held for images still being decoded
         self._nonempty = asyncio.Event()
         self._full = asyncio.Event()
         self._slots = asyncio.Semaphore(options.max_inflight)
@@ -107,12 +137,31 @@ class MicroBatcher:
                 pending.future.set_exception(BackendUnavailable("service is shutting down"))
         self._report_depth()
 
-    async def submit(self, tensor: np.ndarray, timeout_s: float) -> BatchResult:
-        """Queue one (S, S, 3) image and wait for its slice of a batch, at most `timeout_s`."""
+    def reserve(self, places: int) -> Reservation:
+        """Hold `places` in the queue for one request's images, all or none."""
         if self._closed or self._worker is None:
             raise BackendUnavailable("service is shutting down")
-        if len(self._queue) >= self._options.max_queue:
-            raise Overloaded(f"{self.model} queue holds {len(self._queue)} images", retry_after_s=1)
+        limit = self._options.max_queue
+        if places > limit:
+            raise BatchTooLarge(
+                f"{places} images can never fit the {self.model} queue of {limit} (MAX_QUEUE)"
+            )
+        taken = len(self._queue) + self._reserved
+        if taken + places > limit:
+            raise Overloaded(
+                f"{self.model} queue holds or expects {taken} of {limit} images", retry_after_s=1
+            )
+        self._reserved += places
+        return Reservation(self, places)
+
+    async def submit(self, tensor: np.ndarray, timeout_s: float) -> BatchResult:
+        """Queue one (S, S, 3) image and wait for its slice of a batch, at most `timeout_s`."""
+        with self.reserve(1) as place:
+            return await place.submit(tensor, timeout_s)
+
+    async def _enqueue(self, tensor: np.ndarray, timeout_s: float) -> BatchResult:
+        if self._closed:  # closed while the image was being decoded
+            raise BackendUnavailable("service is shutting down")
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(tensor, future, time.perf_counter()))
         self._nonempty.set()

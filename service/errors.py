@@ -6,9 +6,13 @@
     │   ├── UnsupportedMediaType        415    not an image type we decode
     │   ├── PayloadTooLarge             413    body over the byte limit
     │   ├── ImageTooLarge               413    pixels over the limit (found from the header)
+    │   ├── BatchTooLarge               413    more images than the batch queue ever holds at once
+    │   ├── ImageTooComplex             422    a JPEG of more scans than the limit (found from the header)
     │   ├── InvalidOption               422    bad query/JSON option
-    │   └── Unauthorized                401    missing or wrong API key
-    ├── Overloaded                      429    batch queue full (carries Retry-After)
+    │   ├── Unauthorized                401    missing or wrong API key
+    │   ├── Forbidden                   403    a WebSocket handshake from an Origin not allowed
+    │   └── UploadTimeout               408    the body did not arrive within UPLOAD_TIMEOUT_S
+    ├── Overloaded                      429    batch queue or decode budget full (carries Retry-After)
     ├── BackendUnavailable              503    backend down, not ready or circuit open
     └── DeadlineExceeded                504    request deadline passed before a result
 
@@ -59,6 +63,23 @@ class ImageTooLarge(InputError):
     slug = "image-too-large"
 
 
+class BatchTooLarge(InputError):
+    """Not retryable: the request could never be admitted, however idle the server (unlike Overloaded)."""
+
+    status = 413
+    title = "Batch too large"
+    slug = "batch-too-large"
+
+
+class ImageTooComplex(InputError):
+    """A valid image we refuse to decode for its cost: a JPEG whose scans each take a pass over every
+    pixel. 422, not 400: nothing in it is malformed."""
+
+    status = 422
+    title = "Image too costly to decode"
+    slug = "image-too-complex"
+
+
 class InvalidOption(InputError):
     status = 422
     title = "Invalid option"
@@ -69,6 +90,20 @@ class Unauthorized(InputError):
     status = 401
     title = "Unauthorized"
     slug = "unauthorized"
+
+
+class Forbidden(InputError):
+    """The handshake's `Origin` may not open `/stream`."""
+
+    status = 403
+    title = "Forbidden"
+    slug = "forbidden"
+
+
+class UploadTimeout(InputError):
+    status = 408
+    title = "Upload too slow"
+    slug = "upload-timeout"
 
 
 class Overloaded(ServiceError):

@@ -2,12 +2,14 @@
 
 Works with several uvicorn workers: when `PROMETHEUS_MULTIPROC_DIR` is set (the launcher in
 `service/__main__.py` sets it for workers > 1) prometheus-client writes per-process files and `/metrics`
-merges them with a `MultiProcessCollector`.
+merges them with a `MultiProcessCollector`, first dropping the live gauges of workers that died.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -86,7 +88,9 @@ class PrometheusObserver(Observer):
 
 def render() -> tuple[bytes, str]:
     """The exposition text for `/metrics`, merged across worker processes when there are several."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        _forget_dead_workers(Path(directory))
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
@@ -97,3 +101,31 @@ def mark_worker_dead(pid: int) -> None:
     """Drop a stopped worker's live gauges from the merged view."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(pid)
+
+
+def _forget_dead_workers(directory: Path) -> None:
+    """Drop the live gauges of workers that died without shutting down (SIGKILL, OOM kill): their
+    lifespan never ran `mark_worker_dead`, so their last queue depth would stay in the merged sum for
+    good. Counters are kept, as prometheus-client intends (the merged totals must not go down)."""
+    for path in directory.glob("gauge_live*_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        if not _is_live_worker(pid):
+            # Two workers rendering at once may both remove it; the collector skips missing live files.
+            with contextlib.suppress(FileNotFoundError):
+                multiprocess.mark_process_dead(pid, str(directory))
+
+
+def _is_live_worker(pid: int) -> bool:
+    """`pid` is this process or a running sibling (a worker of the same uvicorn supervisor). Asking
+    for the parent, not just whether the PID exists, keeps a PID the kernel reused for some other
+    process from passing for the dead worker; only its reuse by a new sibling worker, unlikely with
+    sequential PIDs, would keep stale values."""
+    if pid == os.getpid():
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return not Path("/proc").is_dir()  # without /proc (not Linux) nothing can be told: keep the file
+    # "pid (comm) state ppid …": comm may hold spaces and parentheses, so split after the last ")".
+    state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+    return state != "Z" and int(ppid) == os.getppid()  # a zombie is a worker killed, not yet reaped

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -14,6 +14,17 @@ def checkout_model_repository() -> Path:
     """`triton_repo/` of the checkout this package runs from; an installed wheel has none beside it, so
     it must be given `MODEL_REPOSITORY` (the backend names the setting when the files are missing)."""
     return Path(__file__).resolve().parents[1] / "triton_repo"
+
+
+# Images in flight per model that keep a GPU Triton fed: 2 batches per model instance (one running, the
+# next already queued, so an instance never waits on the network) x max_batch_size 64 x 2 instances, as in
+# triton_repo's _trt and _onnx configs (tests/triton/test_configs.py holds them to these numbers).
+TRITON_IMAGES_IN_FLIGHT = 2 * 64 * 2
+
+
+def triton_inflight_batches(max_batch: int) -> int:
+    """MAX_INFLIGHT_BATCHES for BACKEND=triton when not set: TRITON_IMAGES_IN_FLIGHT in MAX_BATCH calls."""
+    return -(-TRITON_IMAGES_IN_FLIGHT // max_batch)  # rounded up
 
 
 class Settings(BaseSettings):
@@ -41,6 +52,14 @@ class Settings(BaseSettings):
     max_batch_images: int = Field(32, ge=1, description="images per /detect/batch request")
     request_timeout_s: float = Field(10.0, gt=0, description="per-request deadline → 504")
 
+    # --- HTTP bounds ---
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, description="request line and headers, bytes as received → 431"
+    )
+    max_url_bytes: int = Field(8 * 1024, ge=256, description="request target (path and query) → 414")
+    upload_timeout_s: float = Field(30.0, gt=0, description="the whole body must arrive within this → 408")
+    max_connections: int = Field(512, ge=1, description="open connections per worker; past it, 503")
+
     # --- micro-batching (per model) ---
     max_batch: int = Field(16, ge=1, le=256, description="images per backend call")
     max_wait_us: int = Field(1000, ge=0, description="how long a batch waits to fill")
@@ -48,6 +67,18 @@ class Settings(BaseSettings):
     max_inflight_batches: int = Field(1, ge=1, description="concurrent backend calls per model")
     decode_threads: int = Field(
         0, ge=0, description="image-decoding threads per worker; 0 = 2 × cores / workers"
+    )
+
+    # --- admission and compute bounds ---
+    decode_pixel_budget: int = Field(
+        0,
+        ge=0,
+        description="pixels (from the headers) of images decoding or waiting to, per worker; past it, 429; "
+        "0 = 2 × MAX_PIXELS × decode threads",
+    )
+    max_jpeg_scans: int = Field(100, ge=1, description="scans (SOS markers) a JPEG may have → 422")
+    max_candidates: int = Field(
+        256, ge=1, description="over-threshold candidates per image kept (best scores) for suppression"
     )
 
     # --- embedded ONNX Runtime ---
@@ -68,6 +99,15 @@ class Settings(BaseSettings):
     breaker_reset_s: float = Field(
         2.0, gt=0, description="an open circuit fails calls at once this long, then lets one probe through"
     )
+
+    # --- Triton sizing ---
+    @model_validator(mode="after")
+    def _triton_inflight_default(self) -> Settings:
+        """With BACKEND=triton one call in flight per model leaves the GPU idle between batches; unless
+        MAX_INFLIGHT_BATCHES is set (which always wins), keep TRITON_IMAGES_IN_FLIGHT images in flight."""
+        if self.backend == "triton" and "max_inflight_batches" not in self.model_fields_set:
+            self.max_inflight_batches = triton_inflight_batches(self.max_batch)
+        return self
 
     # --- security ---
     api_keys: Annotated[list[str], NoDecode] = Field(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from service.batching import BatchingOptions, MicroBatcher
-from service.errors import BackendUnavailable, DeadlineExceeded, Overloaded
+from service.errors import BackendUnavailable, BatchTooLarge, DeadlineExceeded, Overloaded
 
 A = 4
 
@@ -107,6 +107,31 @@ async def test_full_queue_is_refused_at_once() -> None:
     results = await asyncio.gather(first, *queued)
     assert [int(r.logits[0, 0]) for r in results] == [0, 1, 2, 3]
     assert batcher.depth == 0
+    await batcher.close()
+
+
+async def test_a_reservation_is_all_or_nothing_and_frees_what_it_did_not_use() -> None:
+    backend = ScriptedBackend()
+    # The first image waits 0.2 s in the queue for company, long enough to look at the queue.
+    batcher = await run_batcher(backend, BatchingOptions(max_batch=8, max_wait_s=0.2, max_queue=4))
+    with pytest.raises(BatchTooLarge):  # never fits: not worth a retry
+        batcher.reserve(5)
+    with batcher.reserve(3) as places:
+        with pytest.raises(Overloaded):  # 3 + 2 > 4: refused whole, not 1 of the 2 taken
+            batcher.reserve(2)
+        with batcher.reserve(1):  # 3 + 1 fits
+            pass
+        first = asyncio.ensure_future(places.submit(image(1), 5.0))
+        await asyncio.sleep(0.01)
+        assert batcher.depth == 1
+    # Leaving the block gave back the two places never used; the queued image still holds its own.
+    with pytest.raises(Overloaded):
+        batcher.reserve(4)
+    with batcher.reserve(3):
+        pass
+    assert int((await first).logits[0, 0]) == 1
+    with batcher.reserve(4):
+        pass
     await batcher.close()
 
 

@@ -28,10 +28,12 @@ from blazeface_tools import CHECKOUT
 from blazeface_tools.testkit.images import (
     cmyk_jpeg,
     encode,
+    flat_png,
     jpeg_declaring,
     jpeg_segment,
     png_chunk,
     png_declaring,
+    scan_bomb,
 )
 
 PHOTOS = CHECKOUT / "tests" / "data" / "photos"
@@ -650,3 +652,41 @@ def good_requests() -> list[Case]:
         )
     )
     return cases
+
+
+def hostile_requests(max_pixels: int = 20_000_000) -> list[Case]:
+    """Cheap, legal-looking requests that used to buy unbounded work or stall other clients (the soak's
+    hostile share), each with the status a priced service gives it at low concurrency."""
+    three_faces = photo("voc_2008_001322_three_faces.jpg")
+    side = int((max_pixels * 0.8) ** 0.5)  # a large image within the pixel limit
+    boundary = "hostile-boundary"
+    cut_batch = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="a.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode() + three_faces  # no closing boundary
+    return [
+        Case(
+            "every anchor a candidate (min_score 1e-9, full, nms)",
+            "hostile",
+            200,
+            **_json({"image": _b64(three_faces), "min_score": 1e-9, "model": "full", "suppression": "nms"}),
+        ),
+        Case(f"flat PNG {side}x{side}", "hostile", 200, **_raw(flat_png(side), "image/png")),
+        Case("JPEG of 4000 empty progressive scans", "hostile", 422, **_raw(scan_bomb(4000), "image/jpeg")),
+        Case(
+            "multipart batch without its closing boundary",
+            "hostile",
+            400,
+            path="/detect/batch",
+            content=cut_batch,
+            headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+        ),
+        Case(
+            "64 KiB header value",
+            "hostile",
+            431,
+            content=three_faces,
+            headers={"content-type": "image/jpeg", "x-padding": "a" * 65536},
+        ),
+        Case("16 KiB URL", "hostile", 414, query="pad=" + "a" * 16384, **_raw(three_faces, "image/jpeg")),
+    ]

@@ -114,3 +114,21 @@ def cmyk_jpeg(cmyk: tuple[int, int, int, int]) -> bytes:
     bits += "1" * (-len(bits) % 8)
     scan = bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits), 8)).replace(b"\xff", b"\xff\x00")
     return b"\xff\xd8" + app14 + dqt + sof + dht + sos + scan + b"\xff\xd9"
+
+
+def flat_png(side: int) -> bytes:
+    """~120 KB of PNG for a 36 MP image (side 6000): a decompression workload for a small upload's price."""
+    pixels = np.full((side, side, 3), 128, np.uint8)
+    return encode(".png", pixels, cv2.IMWRITE_PNG_COMPRESSION, 9)
+
+
+def scan_bomb(scans: int, side: int = 6000) -> bytes:
+    """A progressive greyscale JPEG: one DC scan, then `scans` AC scans, all without data (~10 bytes
+    each). libjpeg passes over every block of the image for each one: ~8 ms a scan at 36 MP."""
+    dqt = jpeg_segment(0xDB, b"\x00" + b"\x01" * 64)
+    sof2 = jpeg_segment(0xC2, struct.pack(">BHHB", 8, side, side, 1) + b"\x01\x11\x00")
+    one_code = bytes([1] + [0] * 15) + b"\x00"  # a table of one 1-bit code, for symbol 0
+    dht = jpeg_segment(0xC4, b"\x00" + one_code + b"\x10" + one_code)
+    dc_scan = jpeg_segment(0xDA, b"\x01\x01\x00" + b"\x00\x00\x00")
+    ac_scan = jpeg_segment(0xDA, b"\x01\x01\x00" + b"\x01\x3f\x00")
+    return b"\xff\xd8" + dqt + sof2 + dht + dc_scan + ac_scan * scans + b"\xff\xd9"

@@ -58,7 +58,13 @@ def create_app(
     problems.install(app)
     app.include_router(router)
     app.include_router(stream.router)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    # Innermost, so that its 500 still passes the body limit (which closes a connection mid-upload).
+    app.add_middleware(problems.UnexpectedErrorMiddleware)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        upload_timeout_s=settings.upload_timeout_s,
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

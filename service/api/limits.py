@@ -1,4 +1,4 @@
-"""Upload size limit enforced while the body streams in, before anything buffers it all."""
+"""Upload size and time limits enforced while the body streams in, before anything buffers it all."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.problems import problem_for, problem_response
-from service.errors import PayloadTooLarge
+from service.errors import PayloadTooLarge, UploadTimeout
 
 # After answering before the body has all arrived, keep reading (and discarding) this long at most
 # before the connection closes: an "HTTP lingering close", as nginx does.
@@ -20,7 +20,9 @@ class BodyLimitMiddleware:
     """Refuses a declared Content-Length over the limit at once; counts streamed bytes otherwise.
 
     Reading past the limit raises `PayloadTooLarge` inside whatever is reading the body (FastAPI's
-    form parser, `request.stream()`), which the problem handler answers with 413.
+    form parser, `request.stream()`), which the problem handler answers with 413. So does a body that has
+    not all arrived `upload_timeout_s` after its headers: `UploadTimeout`, 408 (a body trickled at a
+    byte a second would otherwise hold its connection for good).
 
     Any answer sent before the whole body has arrived (that 413, or a 401/415/422 given without reading
     it) carries `Connection: close`, so the rest of an upload is not swallowed on a kept-alive
@@ -30,9 +32,10 @@ class BodyLimitMiddleware:
     and discarding, until the client stops sending or LINGER_S passes.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, upload_timeout_s: float) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.upload_timeout_s = upload_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -54,10 +57,18 @@ class BodyLimitMiddleware:
                 has_body = has_body or declared != 0
         received = 0
         body_done = not has_body
+        timeout_s = self.upload_timeout_s
+        deadline = asyncio.get_running_loop().time() + timeout_s
 
         async def limited_receive() -> Message:
             nonlocal received, body_done
-            message = await receive()
+            if body_done:  # after the body, receive() waits for a disconnect: no deadline there
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise UploadTimeout(f"the body did not arrive within {timeout_s:g} s") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from importlib import resources
 from typing import Annotated, Any
 
@@ -78,25 +77,26 @@ async def detect(request: Request, upload: Annotated[Upload, Depends(image_uploa
 async def detect_batch(request: Request, upload: Annotated[Upload, Depends(batch_upload)]) -> Response:
     options = upload.options
     engine = engine_of(request)
-
-    async def one(data: bytes) -> dict[str, Any]:
-        try:
-            result = await engine.detect(data, options, upload.deadline)
-        except InputError as exc:  # only this image is bad; service errors fail the request
+    # Admitted whole or refused: a bad image gets its own problem entry, service errors fail the request.
+    results: list[dict[str, Any]] = []
+    for outcome in await engine.detect_many(upload.images, options, upload.deadline):
+        if isinstance(outcome, InputError):
             engine.observer.on_image(options.model, "rejected")
-            return problem_for(exc)
-        engine.observer.on_image(options.model, "ok")
-        return detect_response(result)
-
-    results = await asyncio.gather(*(one(data) for data in upload.images))
+            results.append(problem_for(outcome))
+        else:
+            engine.observer.on_image(options.model, "ok")
+            results.append(detect_response(outcome))
     return json_response({"results": results})
 
 
+# HEAD as well, for probes that send it; kept out of the schema (one operation per path and purpose).
+@router.head("/healthz", include_in_schema=False)
 @router.get("/healthz", summary="Process is alive")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+@router.head("/readyz", include_in_schema=False)
 @router.get(
     "/readyz",
     summary="Backend loaded and answering",

@@ -122,6 +122,12 @@ class DetectResponse(BaseModel):
     model: str
     image: ImageSize
     faces: list[FaceOut]
+    candidates_dropped: int = Field(
+        0,
+        ge=0,
+        description="candidates over the score threshold left out past MAX_CANDIDATES (the lowest "
+        "scores) before suppression; 0: none, the faces are complete",
+    )
     timing_ms: TimingMs
 
 
@@ -170,5 +176,6 @@ def detect_response(result: DetectResult, faces: Sequence[Face] | None = None) -
         "model": result.model,
         "image": {"width": result.width, "height": result.height},
         "faces": [face_dict(face) for face in (result.faces if faces is None else faces)],
+        "candidates_dropped": result.candidates_dropped,
         "timing_ms": result.timing.__dict__,
     }

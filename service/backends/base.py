@@ -12,7 +12,8 @@ class Backend(abc.ABC):
 
     `infer` takes a uint8 batch of shape (B, S, S, 3) (S = the model's input size, RGB) and returns
     `(regressors, logits)` of shapes (B, A, 16) and (B, A, 1), float32. Implementations translate their
-    library's errors into `service.errors.BackendUnavailable` / `DeadlineExceeded` and nothing else.
+    library's errors into `service.errors.BackendUnavailable` / `DeadlineExceeded`; the Triton backend
+    also raises `Overloaded` (429) when Triton sheds load (the model's queue policy rejects the request).
     """
 
     name: str = "backend"

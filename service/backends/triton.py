@@ -6,12 +6,14 @@
     regressors, logits = await backend.infer("short", batch)   # batch: uint8 (B, 128, 128, 3)
     await backend.close()
 
-Errors. Every tritonclient, gRPC and shared-memory exception is translated here, by `translate_error`
-alone, always `raise ... from exc`:
+Errors. Every tritonclient, gRPC and shared-memory exception becomes `DeadlineExceeded`, `Overloaded`
+(429, when Triton sheds load) or `BackendUnavailable` by `translate_error` (`triton_errors.py` has the
+table), always `raise ... from exc`.
 
-    gRPC DEADLINE_EXCEEDED, TimeoutError        → DeadlineExceeded   (the per-call timeout passed)
-    any other status or library error           → BackendUnavailable (server down or restarting,
-                                                  connection refused, model not loaded, …)
+Models. `start()` checks each model's config on Triton against the settings and service/specs.py
+(`triton_config.py`, where `TritonSettings` is defined too) and refuses to start (`ModelMismatch`, naming
+the setting) when it does not fit. When Triton does not answer at start (it may start after the API),
+each model is checked when Triton first answers for it: its first call, or `ready()`.
 
 Reconnecting. The gRPC channel reconnects by itself; its backoff is capped at `_MAX_RECONNECT_BACKOFF_MS`
 so a restarted Triton is found again within about a second (gRPC's default cap is 120 s). While the
@@ -19,7 +21,10 @@ channel is down, calls fail at once with UNAVAILABLE instead of waiting.
 
 Shared memory (`use_shared_memory=True`, Triton on this host). Tensors travel through a `RegionPool`
 of POSIX shared-memory regions registered with Triton (`triton_shm.py` describes it); a call that gets
-no region from it goes over the socket. A NOT_FOUND call is retried once, after re-registering.
+no region from it goes over the socket. A NOT_FOUND call is retried once, after re-registering. When
+Triton answers that it cannot open a region (it does not see our /dev/shm: another container or pod),
+shared memory is off for good, logged once at WARNING: that call and every later one go over the socket.
+`start()` removes the registrations that dead processes of this host left on Triton.
 """
 
 from __future__ import annotations
@@ -27,105 +32,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import os
-import secrets
+import logging
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import grpc
-import grpc.aio
 import numpy as np
 import tritonclient.grpc.aio as triton
-from tritonclient.utils import InferenceServerException
-from tritonclient.utils.shared_memory import SharedMemoryException
 
 from service.backends.base import Backend
-from service.backends.triton_shm import Region, RegionPool, time_left
-from service.errors import BackendUnavailable, DeadlineExceeded, ServiceError
+from service.backends.triton_config import INPUT, OUTPUTS, ModelMismatch, TritonSettings, check_model
+from service.backends.triton_errors import LIBRARY_ERRORS, NO_ANSWER, status_code, translate_error, translated
+from service.backends.triton_shm import Region, RegionPool, region_prefix, time_left
+from service.errors import BackendUnavailable, Overloaded, ServiceError
 from service.settings import Settings
 from service.specs import MODELS, ModelSpec, get_spec
 
-INPUT = "image"
-OUTPUTS = ("regressors", "logits")
+log = logging.getLogger(__name__)
+
 _MAX_MESSAGE_BYTES = 2**31 - 1  # a batch of 64 full-range images is ~7 MB, over gRPC's 4 MB default
 _MAX_RECONNECT_BACKOFF_MS = 1000
 
-# Everything the libraries below raise; `translate_error` maps each of them.
-LIBRARY_ERRORS: tuple[type[Exception], ...] = (
-    InferenceServerException,  # tritonclient: every failed RPC, with the gRPC status as text
-    SharedMemoryException,
-    grpc.RpcError,  # grpc.aio.AioRpcError, should one escape tritonclient
-    grpc.aio.BaseError,  # UsageError (closed channel), AbortError, InternalError
-    OSError,  # shared-memory files, sockets
-    TimeoutError,  # asyncio.timeout
-)
 
-
-def status_code(exc: BaseException) -> grpc.StatusCode | None:
-    """The gRPC status behind a library error, if it has one."""
-    if isinstance(exc, grpc.RpcError) and callable(getattr(exc, "code", None)):
-        code = exc.code()
-        return code if isinstance(code, grpc.StatusCode) else None
-    if isinstance(exc, InferenceServerException):
-        # tritonclient keeps only str(code), e.g. "StatusCode.UNAVAILABLE".
-        name = (exc.status() or "").removeprefix("StatusCode.")
-        return grpc.StatusCode.__members__.get(name)
-    return None
-
-
-def translate_error(exc: Exception, context: str) -> ServiceError:
-    """The service error for a library error (see the module docstring for the table)."""
-    code = status_code(exc)
-    if code is grpc.StatusCode.DEADLINE_EXCEEDED or isinstance(exc, TimeoutError):
-        return DeadlineExceeded(f"{context}: no answer from Triton in time")
-    reason = code.name if code is not None else type(exc).__name__
-    message = exc.message() if isinstance(exc, InferenceServerException) else str(exc)
-    return BackendUnavailable(f"{context}: {reason}: {message}" if message else f"{context}: {reason}")
-
-
-@contextlib.contextmanager
-def _translated(context: str) -> Iterator[None]:
-    try:
-        yield
-    except LIBRARY_ERRORS as exc:
-        raise translate_error(exc, context) from exc
-
-
-_SETTING_DEFAULTS = Settings.model_fields
-
-
-@dataclass(frozen=True)
-class TritonSettings:
-    """Where Triton is and how to talk to it.
-
-    TritonSettings()                                         # localhost, the CPU models
-    TritonSettings(url="triton:8001", model_suffix="_trt")   # production TensorRT models
-    TritonSettings(timeout_s=0.25, use_shared_memory=True)   # Triton on this host
-    """
-
-    # Defaults are the service settings' own (one source: TRITON_URL, TRITON_MODEL_SUFFIX, ...).
-    url: str = _SETTING_DEFAULTS["triton_url"].default  # gRPC host:port
-    # Triton model name = f"blazeface_{model}{model_suffix}"
-    model_suffix: str = _SETTING_DEFAULTS["triton_model_suffix"].default
-    timeout_s: float = _SETTING_DEFAULTS["triton_timeout_s"].default  # per call; past it → DeadlineExceeded
-    ready_timeout_s: float = 0.5  # per readiness probe
-    use_shared_memory: bool = _SETTING_DEFAULTS["triton_shared_memory"].default  # only on Triton's host
-    shm_max_batch: int = 64  # images one region holds (the configs' max_batch_size); bigger: socket
-    shm_max_regions: int = 16  # regions per model (= shared-memory calls in flight); more: socket
-
-    def __post_init__(self) -> None:
-        if not self.url:
-            raise ValueError("url must not be empty")
-        for field in ("timeout_s", "ready_timeout_s"):
-            if not getattr(self, field) > 0:
-                raise ValueError(f"{field} must be > 0")
-        for field in ("shm_max_batch", "shm_max_regions"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"{field} must be >= 1")
-
-    def model_name(self, model: str) -> str:
-        return f"blazeface_{get_spec(model).name}{self.model_suffix}"
+class _RegionRefused(Exception):
+    """Triton answered that it cannot register a region: it does not see our shared memory."""
 
 
 class _State(enum.Enum):
@@ -141,20 +70,21 @@ class TritonBackend(Backend):
         self.settings = settings or TritonSettings()
         self._client: triton.InferenceServerClient | None = None
         self._state = _State.NEW
-        self._regions: RegionPool | None = None  # with use_shared_memory, from start()
-        self._prefix = f"blazeface-{os.getpid()}-{secrets.token_hex(4)}"  # unique across API workers
+        self._regions: RegionPool | None = None  # with use_shared_memory, from start(); None once refused
+        self._prefix = region_prefix()  # unique across API workers and backends
+        self._unchecked = set(MODELS)  # models whose Triton config has not been compared with the specs yet
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TritonBackend:
         """From the service settings (TRITON_URL, TRITON_MODEL_SUFFIX, TRITON_TIMEOUT_S,
-        TRITON_SHARED_MEMORY); shared-memory regions are sized for the batcher's MAX_BATCH."""
+        TRITON_SHARED_MEMORY, and the batcher's MAX_BATCH)."""
         return cls(
             TritonSettings(
                 url=settings.triton_url,
                 model_suffix=settings.triton_model_suffix,
                 timeout_s=settings.triton_timeout_s,
                 use_shared_memory=settings.triton_shared_memory,
-                shm_max_batch=settings.max_batch,
+                max_batch=settings.max_batch,
             )
         )
 
@@ -172,9 +102,26 @@ class TritonBackend(Backend):
                 ("grpc.max_reconnect_backoff_ms", _MAX_RECONNECT_BACKOFF_MS),
             ],
         )
+        self._state = _State.OPEN
+        try:
+            await self._check_models(self._client, list(MODELS), self.settings.timeout_s)
+        except ModelMismatch:
+            await self.close()
+            raise
+        except LIBRARY_ERRORS as exc:
+            log.warning(
+                "Triton at %s did not answer at start (%s); each model's config is checked when it answers",
+                self.settings.url,
+                translate_error(exc, "model config"),
+            )
         if self.settings.use_shared_memory:
             self._regions = RegionPool(self._client, self._prefix, self.settings, LIBRARY_ERRORS)
-        self._state = _State.OPEN
+            with contextlib.suppress(*LIBRARY_ERRORS):  # best effort; Triton may not answer yet
+                stale = await self._regions.remove_stale()
+                if stale:
+                    log.info(
+                        "removed %d shared-memory registrations of dead processes: %s", len(stale), stale
+                    )
 
     async def close(self) -> None:
         if self._state is not _State.OPEN:
@@ -201,7 +148,9 @@ class TritonBackend(Backend):
                         for model in MODELS
                     )
                 )
-        except LIBRARY_ERRORS:
+                if all(answers):
+                    await self._check_models(client, sorted(self._unchecked), timeout)
+        except (ModelMismatch, *LIBRARY_ERRORS):
             return False
         return all(answers)
 
@@ -210,24 +159,51 @@ class TritonBackend(Backend):
         _check_batch(spec, batch)
         client = self._open_client()
         name = self.settings.model_name(model)
+        if model in self._unchecked:
+            with translated(f"Triton model {name}"):
+                await self._check_models(client, [model], self.settings.timeout_s)
         regions = self._regions
-        if regions is not None:
-            with _translated(f"shared memory for {spec.name}"):
-                region = regions.acquire(spec, len(batch))
-            if region is not None:
-                try:
-                    result = await self._infer_shm(client, name, regions, region, batch)
-                except BackendUnavailable:
-                    regions.release(region)  # the request never ran (refused, down, not found)
-                    raise
-                except BaseException:
-                    # After a deadline or a cancellation Triton may still run the request and write its
-                    # outputs later: such a region must never serve another call.
-                    regions.retire(region)
-                    raise
+        region = regions.acquire(spec, len(batch)) if regions is not None else None
+        if regions is not None and region is not None:
+            try:
+                result = await self._infer_shm(client, name, regions, region, batch)
+            except _RegionRefused as refused:
+                regions.release(region)
+                await self._stop_shared_memory(regions, refused)
+            except (BackendUnavailable, Overloaded):
+                regions.release(region)  # the request never ran (refused, shed, down, not found)
+                raise
+            except BaseException:
+                # After a deadline or a cancellation Triton may still run the request and write its
+                # outputs later: such a region must never serve another call.
+                regions.retire(region)
+                raise
+            else:
                 regions.release(region)
                 return result
         return await self._infer_socket(client, name, spec, batch)
+
+    async def _check_models(
+        self, client: triton.InferenceServerClient, models: list[str], timeout: float
+    ) -> None:
+        """Compare each model's config on Triton with the settings and specs (library errors pass)."""
+        for model in models:
+            await check_model(client, self.settings, model, timeout)
+            self._unchecked.discard(model)
+
+    async def _stop_shared_memory(self, regions: RegionPool, refused: _RegionRefused) -> None:
+        """Every later call goes over the socket; the first call to be refused says so, once."""
+        if self._regions is not regions:
+            return
+        self._regions = None
+        log.warning(
+            "shared memory off: %s. Triton at %s does not see this host's /dev/shm (another container or "
+            "pod?); tensors go over the socket from now on. Unset TRITON_SHARED_MEMORY, or share the IPC "
+            "namespace and /dev/shm with Triton",
+            refused,
+            self.settings.url,
+        )
+        await regions.close()
 
     def _open_client(self) -> triton.InferenceServerClient:
         if self._state is not _State.OPEN or self._client is None:
@@ -240,7 +216,7 @@ class TritonBackend(Backend):
         image = triton.InferInput(INPUT, list(batch.shape), "UINT8")
         image.set_data_from_numpy(batch)
         outputs = [triton.InferRequestedOutput(output) for output in OUTPUTS]
-        with _translated(f"Triton model {name}"):
+        with translated(f"Triton model {name}"):
             result = await client.infer(
                 name, [image], outputs=outputs, client_timeout=self.settings.timeout_s
             )
@@ -266,22 +242,36 @@ class TritonBackend(Backend):
 
         context = f"Triton model {name} (shared memory)"
         deadline = time.monotonic() + self.settings.timeout_s
-        with _translated(context):
+        with translated(context):
             region.write_input(batch)
         for attempt in range(2):
             try:
                 await regions.register(region, deadline)
+            except LIBRARY_ERRORS as exc:
+                if status_code(exc) not in (None, *NO_ANSWER):  # Triton answered: it cannot map the region
+                    raise _RegionRefused(translate_error(exc, f"registering region {region.name}")) from exc
+                raise _shm_failure(regions, exc, context) from exc
+            try:
                 await client.infer(name, [image], outputs=outputs, client_timeout=time_left(deadline))
                 break
             except LIBRARY_ERRORS as exc:
-                code = status_code(exc)
-                if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE):
-                    regions.forget_registrations()  # Triton restarted (or is down)
-                if code is grpc.StatusCode.NOT_FOUND and attempt == 0:
+                if status_code(exc) is grpc.StatusCode.NOT_FOUND and attempt == 0:
+                    regions.forget_registrations()  # Triton restarted and forgot our regions: once more
                     continue
-                raise translate_error(exc, context) from exc
-        with _translated(context):
+                raise _shm_failure(regions, exc, context) from exc
+        with translated(context):
             return region.read_outputs(rows)
+
+
+def _shm_failure(regions: RegionPool, exc: Exception, context: str) -> ServiceError:
+    """The service error for a failed shared-memory call; re-register every region if Triton restarted."""
+    error = translate_error(exc, context)
+    if isinstance(error, BackendUnavailable) and status_code(exc) in (
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.UNAVAILABLE,
+    ):
+        regions.forget_registrations()  # Triton restarted (or is down)
+    return error
 
 
 def _check_batch(spec: ModelSpec, batch: np.ndarray) -> None:

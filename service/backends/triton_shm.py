@@ -1,6 +1,7 @@
 """System shared memory for the Triton backend: the pool of regions a call's tensors travel through.
 
-    regions = RegionPool(client, prefix, settings, LIBRARY_ERRORS)  # one per TritonBackend
+    regions = RegionPool(client, region_prefix(), settings, LIBRARY_ERRORS)  # one per TritonBackend
+    await regions.remove_stale()              # at start: registrations left by dead processes of this host
     region = regions.acquire(spec, rows)      # None: no region for this call; it goes over the socket
     await regions.register(region, deadline)  # a no-op while Triton still holds the registration
     region.write_input(batch)                 # then infer, tensors at `region.slots(rows)`
@@ -12,24 +13,38 @@ The input batch and both outputs travel through POSIX shared memory registered w
 small messages cross the socket — useful only when Triton runs on the same host (it must see our
 /dev/shm). Each in-flight call holds one region (input, regressors and logits at fixed offsets) from a
 per-model pool; the pool grows to `shm_max_regions` and calls beyond that go over the socket instead of
-waiting. Triton forgets registrations when it restarts: the backend calls `forget_registrations()` on a
+waiting. A region's pages are reserved when it is made (`posix_fallocate`): a full /dev/shm is then an
+error at creation, which stops that model's pool growing (logged once), instead of a SIGBUS at the first
+write. Triton forgets registrations when it restarts: the backend calls `forget_registrations()` on a
 NOT_FOUND or UNAVAILABLE answer, which marks every region for re-registration (and retries a NOT_FOUND
 call once). After a deadline or a cancellation Triton may still run the request and write into its
 region later, so that region is retired: unlinked at once and never reused (Triton's registration of it
 is dropped a little later). `close()` unregisters and unlinks every region.
 
-Errors. `acquire`, `register` and the region's reads and writes raise the libraries' own errors;
-`TritonBackend` translates them (`translate_error`). So "no region" (`acquire` returns None) stays apart
-from "no region could be made" (`acquire` raises) and "Triton could not register it" (`register` raises).
-Cleanup is best effort and ignores `cleanup_errors`.
+Names. `region_prefix()` is `blazeface-<host hash>-<pid>-<process start>-<token>`: unique across API workers
+and backends, and enough for `remove_stale()` to tell that a registration on Triton belongs to a process
+of this host that is gone (a SIGKILLed worker never unregisters; Triton keeps its mapping, and the
+memory, until told). Registrations of other hosts or containers are left alone: whether their owner
+lives cannot be told from here.
+
+Errors. `register` and the region's reads and writes raise the libraries' own errors; `TritonBackend`
+translates them (`translate_error`, triton_errors.py). So "no region" (`acquire` returns None, also
+when none could be made) stays apart from "Triton could not register it" (`register` raises). Cleanup
+is best effort and ignores `cleanup_errors`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import logging
+import os
+import secrets
+import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -40,7 +55,41 @@ from service.specs import MODELS, ModelSpec
 if TYPE_CHECKING:
     import tritonclient.grpc.aio as triton
 
-    from service.backends.triton import TritonSettings  # only a type: triton.py imports this module
+    from service.backends.triton_config import TritonSettings
+
+log = logging.getLogger(__name__)
+
+PREFIX = "blazeface-"
+SHM_DIR = Path("/dev/shm")  # where Linux keeps POSIX shared-memory objects
+
+
+def _process_start(pid: int) -> str | None:
+    """When `pid` started (clock ticks since boot, /proc/PID/stat field 22); None if it is gone. With the
+    PID it names one process: a PID reused after a restart has another start time."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _host() -> str:
+    """This host (container, pod) as 8 hex digits: fixed length, no separator in it."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def region_prefix() -> str:
+    """The prefix of every region name of one backend (see "Names" above)."""
+    pid = os.getpid()
+    return f"{PREFIX}{_host()}-{pid}-{_process_start(pid)}-{secrets.token_hex(4)}"
+
+
+def _owner_gone(name: str) -> bool:
+    """Whether `name` is a region of a process of this host that no longer runs."""
+    host, pid, start, *_ = [*name.removeprefix(PREFIX).split("-"), "", "", ""]
+    if not name.startswith(PREFIX) or host != _host() or not pid.isdigit():
+        return False
+    return _process_start(int(pid)) != start
 
 
 def _tensor_bytes(spec: ModelSpec, rows: int) -> tuple[int, int, int]:
@@ -99,8 +148,8 @@ class RegionPool:
     ) -> None:
         self._client = client
         self._prefix = prefix  # unique per backend: region names must not clash across API workers
-        self._settings = settings  # shm_max_batch, shm_max_regions and the timeouts
-        # Passed in rather than imported: they are the backend's LIBRARY_ERRORS, and triton.py imports us.
+        self._settings = settings  # max_batch, shm_max_regions and the timeouts
+        # What cleanup ignores: the backend passes its LIBRARY_ERRORS (triton_errors.py).
         self._cleanup_errors = cleanup_errors
         self._idle: dict[str, list[Region]] = {model: [] for model in MODELS}
         self._live: dict[str, list[Region]] = {model: [] for model in MODELS}
@@ -108,28 +157,66 @@ class RegionPool:
         # Regions given up after a deadline or cancellation, by name: still registered with Triton.
         self._retired: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Regions each model's pool may grow to; lowered when /dev/shm has no room for another.
+        self._limit = dict.fromkeys(MODELS, settings.shm_max_regions)
         # Bumped whenever Triton may have lost our registrations (restart); regions re-register lazily.
         self._generation = 0
         self._closed = False
 
     def acquire(self, spec: ModelSpec, rows: int) -> Region | None:
-        """An idle region, or a new one; None when the batch is too big or every region is in use."""
-        capacity = self._settings.shm_max_batch
+        """An idle region, or a new one; None when the batch is too big, every region is in use or no
+        other can be made."""
+        capacity = self._settings.max_batch
         if rows > capacity:
             return None
         idle = self._idle[spec.name]
         if idle:
             return idle.pop()
         live = self._live[spec.name]
-        if len(live) >= self._settings.shm_max_regions:
+        if len(live) >= self._limit[spec.name]:
             return None
         name = f"{self._prefix}-{spec.name}-{self._created}"
         self._created += 1
         size = sum(_tensor_bytes(spec, capacity))
-        handle = shm.create_shared_memory_region(name, "/" + name, size, create_only=True)
+        try:
+            handle = shm.create_shared_memory_region(name, "/" + name, size, create_only=True)
+        except shm.SharedMemoryException as exc:
+            self._stop_growing(spec, name, size, exc)
+            return None
         region = Region(name, spec, capacity, handle)
+        try:
+            _reserve(name, size)
+        except OSError as exc:  # ENOSPC: /dev/shm is full
+            self._destroy(region)
+            self._stop_growing(spec, name, size, exc)
+            return None
         live.append(region)
         return region
+
+    def _stop_growing(self, spec: ModelSpec, name: str, size: int, exc: Exception) -> None:
+        self._limit[spec.name] = len(self._live[spec.name])
+        log.warning(
+            "shared memory: could not make region %s (%d bytes): %s; model %s keeps its %d region(s), "
+            "further calls go over the socket (size /dev/shm for WORKERS x MAX_INFLIGHT_BATCHES regions)",
+            name,
+            size,
+            exc.__cause__ or exc,
+            spec.name,
+            self._limit[spec.name],
+        )
+
+    async def remove_stale(self) -> list[str]:
+        """Unregister (and unlink) the regions Triton holds for processes of this host that are gone."""
+        status = await self._client.get_system_shared_memory_status(
+            client_timeout=self._settings.ready_timeout_s
+        )
+        stale = sorted(name for name in status.regions if _owner_gone(name))
+        for name in stale:
+            await self._client.unregister_system_shared_memory(
+                name, client_timeout=self._settings.ready_timeout_s
+            )
+            (SHM_DIR / name).unlink(missing_ok=True)
+        return stale
 
     async def register(self, region: Region, deadline: float) -> None:
         """Register the region with Triton unless it still is; `deadline` is on `time.monotonic()`."""
@@ -199,6 +286,16 @@ class RegionPool:
         # BufferError: a view of the buffer is still alive; the OS reclaims it at exit then.
         with contextlib.suppress(*self._cleanup_errors, BufferError):
             shm.destroy_shared_memory_region(region.handle)
+
+
+def _reserve(name: str, size: int) -> None:
+    """Allocate the region's pages now: on a full tmpfs this raises ENOSPC, where a write into the
+    mapping would kill the process with SIGBUS."""
+    fd = os.open(SHM_DIR / name, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    finally:
+        os.close(fd)
 
 
 def time_left(deadline: float) -> float:

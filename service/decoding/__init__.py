@@ -26,11 +26,13 @@ __all__ = [
     "Detections",
     "Suppression",
     "blend",
+    "candidates",
     "decode",
     "decode_boxes",
     "generate_anchors",
     "iou",
     "nms",
+    "suppress",
 ]
 
 
@@ -58,9 +60,19 @@ def decode(
     >>> len(decode(np.zeros((A, 16), np.float32), np.full((A, 1), -5, np.float32), SHORT))
     0
     """
-    mode = Suppression(suppression)  # also accepts the plain string; ValueError for anything else
+    return suppress(candidates(regressors, logits, spec, min_score), spec, suppression)
+
+
+def candidates(
+    regressors: np.ndarray, logits: np.ndarray, spec: ModelSpec, min_score: float | None = None
+) -> Detections:
+    """`decode`'s first step: every detection over the threshold, in anchor order, not yet suppressed."""
     threshold = spec.decoder.min_score_thresh if min_score is None else min_score
-    candidates = decode_boxes(regressors, logits, generate_anchors(spec.anchors), spec.decoder, threshold)
-    if mode is Suppression.NMS:
-        return nms(candidates, spec.min_suppression_iou)
-    return blend(candidates, spec.min_suppression_iou)
+    return decode_boxes(regressors, logits, generate_anchors(spec.anchors), spec.decoder, threshold)
+
+
+def suppress(dets: Detections, spec: ModelSpec, suppression: Suppression = Suppression.BLEND) -> Detections:
+    """`decode`'s second step: one detection per face, sorted by score, highest first."""
+    if Suppression(suppression) is Suppression.NMS:  # also accepts the plain string; ValueError else
+        return nms(dets, spec.min_suppression_iou)
+    return blend(dets, spec.min_suppression_iou)

@@ -68,6 +68,14 @@ class Detections:
         idx = np.asarray(indices, dtype=np.intp)
         return Detections(self.scores[idx], self.boxes[idx], self.keypoints[idx])
 
+    def strongest(self, limit: int) -> Detections:
+        """The `limit` highest-scoring detections (of equal scores, the earlier), in the order they were;
+        these very detections when there are no more than that."""
+        if len(self) <= limit:
+            return self
+        best = np.argsort(-self.scores, kind="stable")[:limit]
+        return self.take(np.sort(best))
+
 
 def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU of one `xmin, ymin, xmax, ymax` box with each of `boxes` (N, 4) -> (N,) float32."""

@@ -2,8 +2,10 @@
 
     tensor, lb = preprocess(data, 128, Preprocess.EXACT, max_pixels=40_000_000)   # all of the below
 
-    probe.py      header only: format, stored size, EXIF orientation; refuses types we do not take
-    decode.py     bytes → upright RGB (pixel limit on the header, EXIF, DCT-scaled JPEG decode)
+    probe.py      header only: format, stored size, EXIF orientation, JPEG scans
+    formats.py    the image types we recognise but do not take (415)
+    decode.py     `inspect`: the header against the cost limits (pixels, JPEG scans); bytes → upright
+                  RGB (EXIF, DCT-scaled JPEG decode)
     letterbox.py  upright RGB → the square model input, and its inverse for results (`Letterbox`)
 
 Callers import the steps from their modules (`from service.imaging.decode import decode`); this package
@@ -17,7 +19,7 @@ from enum import StrEnum
 import numpy as np
 
 # The submodules, not their same-named functions: the package attributes stay the modules.
-from service.imaging import decode, letterbox
+from service.imaging import decode, letterbox, probe
 
 __all__ = ["Preprocess", "preprocess"]
 
@@ -35,11 +37,20 @@ class Preprocess(StrEnum):
 
 
 def preprocess(
-    data: bytes | bytearray | memoryview, size: int, mode: Preprocess, *, max_pixels: int
+    data: bytes | bytearray | memoryview,
+    size: int,
+    mode: Preprocess,
+    *,
+    max_pixels: int,
+    max_jpeg_scans: int | None = None,
+    info: probe.ImageInfo | None = None,
 ) -> tuple[np.ndarray, letterbox.Letterbox]:
     """Bytes → letterboxed model input. EXACT decodes every pixel; FAST decodes a JPEG at the coarsest
     DCT scale that keeps its long side ≥ 2× the input (no worse in AP on tests/data/eval for either
-    model: README "Accuracy and stability"). Both then take MediaPipe's warp."""
+    model: README "Accuracy and stability"). Both then take MediaPipe's warp. The limits and `info`
+    are `decode.decode`'s."""
     min_long_side = 2 * size if Preprocess(mode) is Preprocess.FAST else None
-    image = decode.decode(data, max_pixels=max_pixels, min_long_side=min_long_side)
+    image = decode.decode(
+        data, max_pixels=max_pixels, min_long_side=min_long_side, max_jpeg_scans=max_jpeg_scans, info=info
+    )
     return letterbox.letterbox(image, size)

@@ -1,5 +1,6 @@
-"""Decode: request bytes → upright RGB pixels, pixel limit checked on the header first.
+"""Decode: request bytes → upright RGB pixels, the limits on decode cost checked on the header first.
 
+    info = inspect(data, max_pixels=40_000_000, max_jpeg_scans=100)  # header only: 413 / 415 / 422
     image = decode(data, max_pixels=40_000_000)                      # every pixel
     image = decode(data, max_pixels=40_000_000, min_long_side=256)   # JPEG may come back DCT-scaled
 
@@ -21,10 +22,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from service.errors import ImageDecodeError, ImageTooLarge
-from service.imaging.probe import probe
+from service.errors import ImageDecodeError, ImageTooComplex, ImageTooLarge
+from service.imaging.probe import ImageInfo, probe
 
-__all__ = ["DecodedImage", "decode"]
+__all__ = ["DecodedImage", "decode", "inspect"]
 
 
 @dataclass(frozen=True)
@@ -91,20 +92,38 @@ def _orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
             return pixels
 
 
+def inspect(
+    data: bytes | bytearray | memoryview, *, max_pixels: int, max_jpeg_scans: int | None = None
+) -> ImageInfo:
+    """The header's answer, refused (before any pixel) where decoding it would cost more than the
+    limits allow: over `max_pixels` (413), or a JPEG of more than `max_jpeg_scans` scans (422; `None`:
+    no scan limit, for trusted files)."""
+    info = probe(data)
+    if info.pixels > max_pixels:
+        raise ImageTooLarge(
+            f"image is {info.width}×{info.height} = {info.pixels} pixels; the limit is {max_pixels}"
+        )
+    if max_jpeg_scans is not None and info.scans > max_jpeg_scans:
+        raise ImageTooComplex(f"JPEG has {info.scans} scans; the limit is {max_jpeg_scans}")
+    return info
+
+
 def decode(
-    data: bytes | bytearray | memoryview, *, max_pixels: int, min_long_side: int | None = None
+    data: bytes | bytearray | memoryview,
+    *,
+    max_pixels: int,
+    min_long_side: int | None = None,
+    max_jpeg_scans: int | None = None,
+    info: ImageInfo | None = None,
 ) -> DecodedImage:
-    """Bytes → upright RGB. The pixel limit is checked on the header, before any pixel is decoded.
+    """Bytes → upright RGB. The limits are checked on the header (`inspect`), before any pixel is decoded.
 
     `min_long_side` (JPEG only) allows a DCT-scaled decode at the coarsest 1/2, 1/4 or 1/8 scale whose
-    long side is still at least that many pixels; `None` decodes at full size.
+    long side is still at least that many pixels; `None` decodes at full size. `info` is `inspect`'s
+    answer for these bytes where the caller has it already (the engine prices a decode by it first).
     """
-    info = probe(data)
-    pixel_count = info.width * info.height
-    if pixel_count > max_pixels:
-        raise ImageTooLarge(
-            f"image is {info.width}×{info.height} = {pixel_count} pixels; the limit is {max_pixels}"
-        )
+    if info is None:
+        info = inspect(data, max_pixels=max_pixels, max_jpeg_scans=max_jpeg_scans)
     scale = 1
     if min_long_side is not None and info.format == "jpeg":
         scale = _dct_scale(max(info.width, info.height), min_long_side)

@@ -5,8 +5,14 @@
 Its answer is what the pixel limit (413) and the decoded geometry are checked against, so a decoder
 never runs on an image we would refuse. A pure-Python parse, loop-bounded against crafted headers.
 
-- Formats: JPEG, PNG, WebP, BMP. `probe` recognises GIF, TIFF, HEIF/AVIF, JPEG 2000/XL, PSD, PDF, SVG,
-  EXR, PNM as images we do not take (415), so those OpenCV decoders are never reached with user bytes.
+- Formats: JPEG, PNG, WebP, BMP. Anything else goes to `formats.refuse_unsupported`, which answers
+  415 for the types we recognise but do not take (GIF, TIFF, HEIF/AVIF, PDF, TGA, ...), so those
+  OpenCV decoders are never reached with user bytes; the rest is 400.
+- Scans: a JPEG's SOS markers are counted over the whole file (`ImageInfo.scans`, ~0.3 ms per MB):
+  each scan of a progressive (or multi-scan) JPEG is a pass over the whole image in the decoder, so
+  thousands of empty scans in a few KB cost seconds to decode (libjpeg-turbo's "Two Issues with the
+  JPEG Standard"; its tools refuse past a scan limit for it); the limit is the caller's
+  (`decode.inspect`).
 - Animation: an animated WebP (VP8X animation flag) is refused with 415, like GIF: picking one frame
   silently would answer a question the client did not ask. An APNG is a valid PNG whose default image
   every PNG decoder shows, so it passes here and is decoded as that still image.
@@ -18,8 +24,7 @@ probe) and changes 9 of 249 answers on the bad-input corpus: HEIC, PDF, SVG, RIF
 flagged animated get 400 for 415, a WebP bomb's header 400 for 413 (libwebp demuxes the whole file at
 open), a 2^31-wide PNG 413 for 400, and a JPEG with a 1-byte segment length or 5000 empty segments
 (past our loop budget) passes. Its `getexif()` decodes a PNG's pixels. Nor does its open expose a
-JPEG's SOS markers, which the probe is to count soon (progressive scans bound decode cost), so the
-JPEG walk would stay ours anyway.
+JPEG's SOS markers, which the probe counts, so the JPEG walk would stay ours anyway.
 """
 
 from __future__ import annotations
@@ -27,7 +32,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
 from service.errors import ImageDecodeError, UnsupportedMediaType
+from service.imaging.formats import SUPPORTED, refuse_unsupported
 
 __all__ = ["ImageInfo", "probe"]
 
@@ -40,6 +48,11 @@ class ImageInfo:
     width: int
     height: int
     orientation: int = 1  # EXIF 1..8
+    scans: int = 1  # JPEG: SOS markers in the file (an EXIF thumbnail's included); 1 for other formats
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
 
     @property
     def upright_width(self) -> int:
@@ -55,26 +68,8 @@ class ImageInfo:
 _MAX_JPEG_STEPS = 4096
 _MAX_CHUNKS = 256
 
-# Recognised image (or container) types we do not decode → 415 rather than 400.
-_UNSUPPORTED_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"GIF87a", "GIF"),
-    (b"GIF89a", "GIF"),
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
-    (b"II+\x00", "BigTIFF"),
-    (b"MM\x00+", "BigTIFF"),
-    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"),
-    (b"\xff\x4f\xff\x51", "JPEG 2000"),
-    (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL"),
-    (b"\xff\x0a", "JPEG XL"),
-    (b"8BPS", "PSD"),
-    (b"%PDF", "PDF"),
-    (b"v/1\x01", "OpenEXR"),
-    (b"#?RADIANCE", "Radiance HDR"),
-    (b"<?xml", "XML/SVG"),
-    (b"<svg", "SVG"),
-)
-_SUPPORTED = "send JPEG, PNG, WebP or BMP"
+# Scans are counted in windows, so the comparison temporaries stay small whatever the file's size.
+_SCAN_WINDOW = 1 << 20
 
 
 def _truncated(what: str) -> ImageDecodeError:
@@ -151,12 +146,23 @@ def _probe_jpeg(buf: memoryview) -> ImageInfo:
             width = _uint(buf, body + 3, 2, "big", "JPEG")
             if width == 0 or height == 0:  # height 0 means "see DNL", which OpenCV cannot decode
                 raise ImageDecodeError("JPEG frame header declares a zero size")
-            return ImageInfo("jpeg", width, height, orientation or 1)
+            return ImageInfo("jpeg", width, height, orientation or 1, _count_scans(buf))
         if marker == 0xE1 and orientation is None:
             app1 = buf[body : pos + length]
             if bytes(app1[:5]) == b"Exif\x00":  # first EXIF APP1 wins (XMP also uses APP1)
                 orientation = _exif_orientation(app1[6:])
         pos += length
+
+
+def _count_scans(buf: memoryview) -> int:
+    """SOS markers (FF DA) anywhere in the file. Entropy-coded data never holds one (an FF there is
+    followed by 00 or a restart marker), so this counts scans, plus any in embedded JPEGs (thumbnails)."""
+    data = np.frombuffer(buf, np.uint8)
+    count = 0
+    for start in range(0, len(data) - 1, _SCAN_WINDOW):
+        window = data[start : start + _SCAN_WINDOW + 1]  # one byte of overlap: a marker split across two
+        count += int(np.count_nonzero((window[:-1] == 0xFF) & (window[1:] == 0xDA)))
+    return count
 
 
 def _probe_png(buf: memoryview) -> ImageInfo:
@@ -208,7 +214,7 @@ def _probe_webp(buf: memoryview) -> ImageInfo:
         raise _truncated("WebP")
     flags = _uint(buf, 20, 1, "little", "WebP")
     if flags & 0x02:
-        raise UnsupportedMediaType(f"animated WebP is not supported; {_SUPPORTED} with a single frame")
+        raise UnsupportedMediaType(f"animated WebP is not supported; {SUPPORTED} with a single frame")
     canvas = (_uint(buf, 24, 3, "little", "WebP") + 1, _uint(buf, 27, 3, "little", "WebP") + 1)
     # Walk the chunks: the frame's own size must agree with the canvas (else the pixel limit could be
     # dodged with a small canvas), and EXIF usually sits after the image data.
@@ -268,14 +274,5 @@ def probe(data: bytes | bytearray | memoryview) -> ImageInfo:
         return _probe_webp(buf)
     if head.startswith(b"BM"):
         return _probe_bmp(buf)
-    if head.startswith(b"RIFF") and len(head) >= 12:
-        raise UnsupportedMediaType(f"RIFF {head[8:12]!r} is not an image type we decode; {_SUPPORTED}")
-    if head[4:8] == b"ftyp":  # ISO BMFF: HEIC, HEIF, AVIF (or a video)
-        brand = head[8:12].decode("ascii", "replace")
-        raise UnsupportedMediaType(f"ISO-BMFF ({brand!r}: HEIF/AVIF) is not supported; {_SUPPORTED}")
-    for magic, name in _UNSUPPORTED_MAGIC:
-        if head.startswith(magic):
-            raise UnsupportedMediaType(f"{name} is not supported; {_SUPPORTED}")
-    if len(head) >= 3 and head[0] == ord("P") and head[1] in b"1234567" and head[2] in b" \t\r\n":
-        raise UnsupportedMediaType(f"PNM is not supported; {_SUPPORTED}")
-    raise ImageDecodeError(f"not a recognised image; {_SUPPORTED}")
+    refuse_unsupported(buf)
+    raise ImageDecodeError(f"not a recognised image; {SUPPORTED}")

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.decoding import Detections, Suppression, decode
+from service.decoding import Detections, Suppression, candidates, decode, suppress
 from service.decoding.anchors import generate_anchors
 from service.decoding.boxes import decode_boxes, scores_from_logits
 from service.specs import FULL, SHORT
@@ -149,6 +149,26 @@ def test_decode_defaults_to_the_model_threshold_and_blends() -> None:
         assert dets.scores[0] == np.float32(1 / (1 + np.exp(-3.0)))  # the head's score
     raised = decode(*two_faces(FULL.decoder.num_boxes, 192.0), FULL, min_score=0.7)
     assert len(raised) == 1
+
+
+def test_the_strongest_are_kept_in_their_order() -> None:
+    scores = np.array([0.2, 0.9, 0.5, 0.9, 0.1, 0.5], np.float32)
+    dets = Detections(scores, np.zeros((6, 4), np.float32), np.zeros((6, 6, 2), np.float32))
+    np.testing.assert_array_equal(dets.strongest(4).scores, scores[[1, 2, 3, 5]])
+    np.testing.assert_array_equal(dets.strongest(2).scores, scores[[1, 3]])
+    np.testing.assert_array_equal(dets.strongest(3).scores, scores[[1, 2, 3]])  # of tied 0.5s, the earlier
+    assert dets.strongest(6) is dets
+
+
+def test_decode_is_candidates_then_suppress() -> None:
+    rng = np.random.default_rng(3)
+    regressors = (rng.standard_normal((SHORT.decoder.num_boxes, 16)) * 5).astype(np.float32)
+    logits = rng.uniform(-3, 3, (SHORT.decoder.num_boxes, 1)).astype(np.float32)
+    for mode in Suppression:
+        want = decode(regressors, logits, SHORT, min_score=0.3, suppression=mode)
+        got = suppress(candidates(regressors, logits, SHORT, min_score=0.3), SHORT, mode)
+        np.testing.assert_array_equal(got.boxes, want.boxes)
+        np.testing.assert_array_equal(got.scores, want.scores)
 
 
 def test_decode_suppression_modes() -> None:

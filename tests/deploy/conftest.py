@@ -9,12 +9,14 @@ import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 import yaml
+from google.protobuf import text_format
 from prometheus_client.metrics import MetricWrapperBase
+from tritonclient.grpc import model_config_pb2 as mc
 
 from service import metrics
 from service.settings import Settings
@@ -102,6 +104,18 @@ def unknown_metrics(expr: str) -> set[str]:
 def setting_env_names() -> frozenset[str]:
     """Environment variables service/settings.py reads (upper-case field names, no prefix)."""
     return frozenset(name.upper() for name in Settings.model_fields)
+
+
+def onnx_engine_caches() -> dict[str, PurePosixPath]:
+    """Model -> the folder its ONNX Runtime TensorRT engine cache is written to (the _onnx configs'
+    trt_engine_cache_path), which Triton's container must mount writable."""
+    caches = {}
+    for path in sorted((ROOT / "triton_repo").glob("*_onnx/config.pbtxt")):
+        config = text_format.Parse(path.read_text(encoding="utf-8"), mc.ModelConfig())
+        for accelerator in config.optimization.execution_accelerators.gpu_execution_accelerator:
+            caches[config.name] = PurePosixPath(accelerator.parameters["trt_engine_cache_path"])
+    assert caches
+    return caches
 
 
 def load_yaml(path: Path) -> Any:

@@ -18,6 +18,7 @@ from tests.deploy.conftest import (
     dockerfile_instructions,
     image_is_pinned,
     load_yaml,
+    onnx_engine_caches,
     require_file,
     setting_env_names,
 )
@@ -153,7 +154,7 @@ def test_model_repository_handoff() -> None:
     assert copy[:2] == ["cp", "-R"] and copy[-1] == "/repo/"
     assert "models:/repo" in services["weights"]["volumes"]
     assert "models:/repo" in services["engine"]["volumes"]
-    assert "models:/repo:ro" in services["triton"]["volumes"]
+    assert "models:/repo" in services["triton"]["volumes"]  # writable: test_onnx_engine_cache_is_writable
     # The image ships what the weights job copies.
     runtime = [i for i in dockerfile_instructions() if i.stage == "runtime"]
     copied = {i.args.split()[-1] for i in runtime if i.keyword == "COPY"}
@@ -178,6 +179,18 @@ def test_triton_service() -> None:
     assert published == {"8000", "8001", "8002"}
     assert "/v2/health/ready" in " ".join(triton["healthcheck"]["test"])
     assert triton["user"].split(":")[0] != "0"
+
+
+def test_onnx_engine_cache_is_writable_on_the_model_volume() -> None:
+    """The _onnx models' engine cache lies under Triton's model repository, on the `models` volume,
+    mounted writable (not the container's /tmp: lost on restart)."""
+    triton = GPU["services"]["triton"]
+    (repository,) = flag(triton["command"], "--model-repository")
+    volume_mounts = [v.split(":") for v in triton["volumes"]]
+    for model, cache in onnx_engine_caches().items():
+        assert cache == PurePosixPath(repository) / model / "trt_cache", model
+        mount = max((m for m in volume_mounts if cache.is_relative_to(m[1])), key=lambda m: len(m[1]))
+        assert mount[0] == "models" and mount[2:] != ["ro"], (model, mount)
 
 
 def test_api_service_talks_to_triton() -> None:

@@ -139,7 +139,9 @@ def test_copy_sources_exist_and_reach_the_context(stage: str) -> None:
         ("deploy/build_engines.sh", True),
         # Built inside the image, never from the host's copies.
         ("triton_repo/blazeface_short_onnx/1/model.onnx", False),
-        ("triton_repo/blazeface_full_trt/1/model.plan", False),
+        ("triton_repo/blazeface_full_trt/1/model_sm89.plan", False),
+        ("triton_repo/blazeface_full_trt/1/model_sm89.plan.stamp", False),
+        ("triton_repo/blazeface_full_onnx/trt_cache/.stamp", False),
         ("service/__pycache__/settings.cpython-311.pyc", False),
         ("weights/cache/mediapipe.whl", False),
         (".venv/bin/python", False),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 from functools import cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import kubernetes_validate
@@ -24,6 +24,7 @@ from tests.deploy.conftest import (
     kustomize_resource_files,
     load_yaml,
     load_yaml_all,
+    onnx_engine_caches,
     pod_specs,
     promql_metric_names,
     setting_env_names,
@@ -222,7 +223,7 @@ def test_triton_deployment() -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     claim = volumes["models"]["persistentVolumeClaim"]["claimName"]
     find(docs, "PersistentVolumeClaim", claim)
-    (mount,) = [m for m in triton["volumeMounts"] if m["name"] == "models"]
+    (mount,) = [m for m in triton["volumeMounts"] if m["name"] == "models" and "subPath" not in m]
     assert mount["readOnly"] is True
     assert f"--model-repository={mount['mountPath']}/triton_repo" in command
     init = {c["name"]: c for c in pod["initContainers"]}
@@ -230,6 +231,21 @@ def test_triton_deployment() -> None:
     assert f"{mount['mountPath']}/deploy/build_engines.sh" in " ".join(argv(init["engine"]))
     # NVIDIA's entrypoint must run first in their images: only `args` may be set.
     assert "command" not in init["engine"] and "command" not in triton
+
+
+def test_onnx_engine_cache_is_writable_on_the_model_volume() -> None:
+    """Each _onnx engine cache is a writable mount of its own folder of the model volume (the rest of the
+    repository stays read-only for Triton), and the engine job runs the script that makes the folders."""
+    pod = pod_specs(find(rendered("gpu"), "Deployment", "blazeface-triton"))[0]
+    (triton,) = pod["containers"]
+    command = argv(triton)
+    (repository,) = [a.split("=", 1)[1] for a in command if a.startswith("--model-repository=")]
+    root = PurePosixPath(repository).parent  # the volume's root is mounted at /repo
+    for model, folder in onnx_engine_caches().items():
+        assert folder == PurePosixPath(repository) / model / "trt_cache", model
+        (mount,) = [m for m in triton["volumeMounts"] if PurePosixPath(m["mountPath"]) == folder]
+        assert mount["name"] == "models" and not mount.get("readOnly", False), model
+        assert PurePosixPath(mount["subPath"]) == folder.relative_to(root), model
 
 
 def test_images_match_compose() -> None:

@@ -24,9 +24,9 @@ from blazeface_tools.testkit.images import (
     with_exif,
     with_exif_block,
 )
-from service.errors import ImageDecodeError, ImageTooLarge, UnsupportedMediaType
+from service.errors import ImageDecodeError, ImageTooComplex, ImageTooLarge, UnsupportedMediaType
 from service.imaging import Preprocess, preprocess
-from service.imaging.decode import decode
+from service.imaging.decode import decode, inspect
 from service.imaging.probe import ImageInfo, probe
 
 BIG = 100_000_000
@@ -88,6 +88,32 @@ def test_pixel_limit_rejects_before_any_decode(data: bytes, monkeypatch: pytest.
         decode(data, max_pixels=40_000_000)
     with pytest.raises(ImageTooLarge):
         preprocess(data, 128, Preprocess.FAST, max_pixels=40_000_000)
+
+
+def test_scan_limit_is_inclusive_and_rejects_before_any_decode(monkeypatch: pytest.MonkeyPatch) -> None:
+    progressive = encode(".jpg", SAMPLE, cv2.IMWRITE_JPEG_PROGRESSIVE, 1)  # 10 scans
+    assert inspect(progressive, max_pixels=BIG, max_jpeg_scans=10).scans == 10
+    assert decode(progressive, max_pixels=BIG, max_jpeg_scans=10).pixels.shape == (30, 40, 3)
+    assert inspect(progressive, max_pixels=BIG).scans == 10  # no limit by default (trusted files)
+
+    def no_decode(*_: object) -> None:
+        raise AssertionError("pixels decoded despite the limit")
+
+    monkeypatch.setattr(decode_module.cv2, "imdecode", no_decode)
+    with pytest.raises(ImageTooComplex, match="10 scans"):
+        decode(progressive, max_pixels=BIG, max_jpeg_scans=9)
+    with pytest.raises(ImageTooComplex):
+        preprocess(progressive, 128, Preprocess.FAST, max_pixels=BIG, max_jpeg_scans=9)
+
+
+def test_decode_trusts_the_info_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    info = inspect(SAMPLES["png"], max_pixels=BIG)
+
+    def no_probe(*_: object) -> None:
+        raise AssertionError("probed again")
+
+    monkeypatch.setattr(decode_module, "probe", no_probe)
+    assert decode(SAMPLES["png"], max_pixels=BIG, info=info).pixels.shape == (30, 40, 3)
 
 
 def test_pixel_limit_is_inclusive() -> None:

@@ -23,6 +23,8 @@ from service.imaging.probe import ImageInfo, probe
 BIG = 100_000_000
 SAMPLE = np.random.default_rng(1234).integers(0, 256, (30, 40, 3), dtype=np.uint8)
 SAMPLES = format_samples(SAMPLE)
+# An uncompressed 2×2 true-colour TGA header: no ID, no colour map, type 2, 24 bits, top-left origin.
+TGA_HEADER = bytes([0, 0, 2]) + bytes(9) + struct.pack("<HH", 2, 2) + bytes([24, 0x20])
 
 
 @pytest.mark.parametrize("name", SAMPLES)
@@ -37,6 +39,36 @@ def test_probe_progressive_jpeg_and_fill_bytes() -> None:
     assert probe(progressive).width == 40
     # Extra 0xFF fill bytes before a marker are legal.
     assert probe(b"\xff\xd8\xff\xff\xff" + SAMPLES["jpeg"][3:]).height == 30
+
+
+def test_probe_counts_jpeg_scans_over_the_whole_file() -> None:
+    assert probe(SAMPLES["jpeg"]).scans == 1
+    assert probe(encode(".jpg", SAMPLE, cv2.IMWRITE_JPEG_PROGRESSIVE, 1)).scans == 10  # libjpeg's script
+    assert probe(SAMPLES["png"]).scans == 1
+    # A marker split across the counter's 1 MiB windows is counted once: comment segments push the
+    # scan's FF to the last byte of the first window.
+    data = SAMPLES["jpeg"]
+    sos = data.index(b"\xff\xda")
+    gap = (1 << 20) - 1 - sos
+    count = -(-gap // 65_537)  # a segment is 4 to 65537 bytes: marker, length, payload
+    sizes = [gap // count + (i < gap % count) for i in range(count)]
+    comments = b"".join(b"\xff\xfe" + struct.pack(">H", size - 2) + bytes(size - 4) for size in sizes)
+    padded = data[:2] + comments + data[2:]
+    assert padded.index(b"\xff\xda") == (1 << 20) - 1
+    assert probe(padded).scans == 1
+
+
+def test_a_tga_header_needs_every_field_plausible() -> None:
+    # Checked last and field by field, so data that merely starts with small numbers stays a 400.
+    for wrong in (
+        TGA_HEADER[:1] + b"\x01" + TGA_HEADER[2:],  # colour map announced for a true-colour image
+        TGA_HEADER[:2] + b"\x04" + TGA_HEADER[3:],  # no such image type
+        TGA_HEADER[:16] + b"\x11" + TGA_HEADER[17:],  # 17 bits per pixel
+        TGA_HEADER[:12] + b"\x00\x00" + TGA_HEADER[14:],  # zero width
+        TGA_HEADER[:17],  # shorter than a header
+    ):
+        with pytest.raises(ImageDecodeError):
+            probe(wrong + b"\x80" * 12)
 
 
 def test_probe_bmp_top_down_and_core_header() -> None:
@@ -59,6 +91,13 @@ def test_probe_bmp_top_down_and_core_header() -> None:
         (b"RIFF\x24\x00\x00\x00WAVEfmt ", "RIFF"),
         (b"%PDF-1.7\n", "PDF"),
         (b"P6\n2 2\n255\n" + b"\x00" * 12, "PNM"),
+        (b"PF\n2 2\n-1.0\n" + b"\x00" * 24, "PFM"),
+        (b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n", "Radiance"),
+        (b"#?RGBE\nFORMAT=32-bit_rle_rgbe\n\n", "Radiance"),
+        (b"\x00\x00\x01\x00\x01\x00\x10\x10\x00\x00\x01\x00\x20\x00" + b"\x00" * 8, "ICO"),
+        (b"\x00\x00\x02\x00\x01\x00\x10\x10\x00\x00\x01\x00\x20\x00" + b"\x00" * 8, "CUR"),
+        (TGA_HEADER + b"\x80" * 12, "TGA"),  # TGA 1: its header alone
+        (b"\x07" * 30 + b"\x00" * 8 + b"TRUEVISION-XFILE.\x00", "TGA"),  # TGA 2: its footer
         (webp_extended(SAMPLES["webp-lossless"], flags=0x02), "animated"),
     ],
 )

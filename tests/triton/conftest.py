@@ -8,6 +8,7 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
+from blazeface_tools import TRITON_REPO
 from blazeface_tools.triton_cpu.server import Ports, TritonServer, TritonServerError
 from blazeface_tools.weights.build import ensure_built
 from service.specs import MODELS
@@ -31,16 +32,20 @@ def reference_sessions(onnx_paths: dict[str, Path]) -> dict[str, ort.InferenceSe
 @pytest.fixture(scope="session")
 def start_triton(
     onnx_paths: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Callable[[], TritonServer]]:
-    """Starts servers on fresh free ports (retrying once if a port was taken meanwhile); stops them all
-    at the end of the session, whatever the tests did to them."""
+) -> Iterator[Callable[..., TritonServer]]:
+    """Starts servers on fresh free ports (retrying once if a port was taken meanwhile), from
+    `model_repository` (default triton_repo/); stops them all at the end of the session, whatever the
+    tests did to them."""
     servers: list[TritonServer] = []
 
-    def start() -> TritonServer:
+    def start(model_repository: Path = TRITON_REPO) -> TritonServer:
         for attempt in range(2):
             log = tmp_path_factory.mktemp("triton") / "tritonserver.log"
             server = TritonServer(
-                models=[f"blazeface_{m}_cpu" for m in MODELS], ports=Ports.free(), log_path=log
+                model_repository=model_repository,
+                models=[f"blazeface_{m}_cpu" for m in MODELS],
+                ports=Ports.free(),
+                log_path=log,
             )
             servers.append(server)
             try:
@@ -59,13 +64,13 @@ def start_triton(
 
 
 @pytest.fixture(scope="session")
-def triton_server(start_triton: Callable[[], TritonServer]) -> TritonServer:
+def triton_server(start_triton: Callable[..., TritonServer]) -> TritonServer:
     """One server shared by the tests that leave it running."""
     return start_triton()
 
 
 @pytest.fixture
-def own_triton_server(start_triton: Callable[[], TritonServer]) -> Iterator[TritonServer]:
+def own_triton_server(start_triton: Callable[..., TritonServer]) -> Iterator[TritonServer]:
     """A server of the test's own, for tests that kill, pause or restart it."""
     server = start_triton()
     try:

@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -22,45 +20,14 @@ from tritonclient.utils import InferenceServerException
 from tritonclient.utils.shared_memory import SharedMemoryException
 
 from blazeface_tools.triton_cpu.server import SHM_DIR, Ports, TritonServer, _running, _stubs_of
-from service.backends.triton import (
-    LIBRARY_ERRORS,
-    TritonBackend,
-    TritonSettings,
-    _translated,
-    translate_error,
-)
+from service.backends.triton import TritonBackend
+from service.backends.triton_config import TritonSettings
+from service.backends.triton_errors import LIBRARY_ERRORS, translate_error
+from service.backends.triton_errors import translated as _translated
 from service.errors import BackendUnavailable, DeadlineExceeded
 from service.settings import Settings
-from service.specs import MODELS, get_spec
-
-T = TypeVar("T")
-
-
-def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
-    """Each test runs in its own event loop (grpc.aio channels belong to the loop that made them)."""
-
-    async def main() -> T:
-        return await coro_fn()
-
-    return asyncio.run(main())
-
-
-def images(model: str, batch: int, seed: int = 0) -> np.ndarray:
-    size = get_spec(model).input_size
-    return np.random.default_rng(seed).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
-
-
-def assert_matches(
-    sessions: dict[str, ort.InferenceSession],
-    model: str,
-    batch: np.ndarray,
-    got: tuple[np.ndarray, np.ndarray],
-) -> None:
-    expected = sessions[model].run(["regressors", "logits"], {"image": batch})
-    for name, value, reference in zip(("regressors", "logits"), got, expected, strict=True):
-        assert value.shape == reference.shape and value.dtype == np.float32, name
-        np.testing.assert_allclose(value, reference, rtol=0, atol=1e-5, err_msg=name)
-
+from service.specs import MODELS
+from tests.triton.support import assert_matches, images, our_regions, run
 
 # --- error translation (no server) ------------------------------------------------------------------
 
@@ -110,7 +77,7 @@ def test_every_library_exception_class_is_translated(module: object) -> None:
 
 def test_settings_validate() -> None:
     assert TritonSettings(model_suffix="_trt").model_name("full") == "blazeface_full_trt"
-    bad: list[dict[str, Any]] = [{"timeout_s": 0}, {"ready_timeout_s": -1}, {"shm_max_batch": 0}, {"url": ""}]
+    bad: list[dict[str, Any]] = [{"timeout_s": 0}, {"ready_timeout_s": -1}, {"max_batch": 0}, {"url": ""}]
     for fields in bad:
         with pytest.raises(ValueError):
             TritonSettings(**fields)
@@ -128,7 +95,7 @@ def test_from_service_settings() -> None:
         }
     )
     assert TritonBackend.from_settings(settings).settings == TritonSettings(
-        url="triton:8001", model_suffix="_trt", timeout_s=0.25, use_shared_memory=True, shm_max_batch=8
+        url="triton:8001", model_suffix="_trt", timeout_s=0.25, use_shared_memory=True, max_batch=8
     )
 
 
@@ -177,10 +144,6 @@ def test_nothing_listening_is_unavailable_fast(use_shm: bool) -> None:
 
 
 # --- against the real server ------------------------------------------------------------------------
-
-
-def our_regions(backend: TritonBackend) -> list[Path]:
-    return sorted(SHM_DIR.glob(backend._prefix + "-*"))
 
 
 @pytest.mark.slow

@@ -1,0 +1,59 @@
+"""uvicorn's default WebSocket protocol (websockets-sansio) with the peer's reads bounded by our writes.
+
+uvicorn 0.54 answers every ping with a pong written straight to the transport; its `pause_writing` only
+holds back the application's own sends. A client that sends pings and never reads the pongs therefore
+grows the server's write buffer without limit (measured: ~25 MB/s per socket). Here, while the transport
+is over its high-water mark, the protocol stops reading from the peer: no pings are parsed, so no pongs
+are queued, and TCP pushes the back-pressure onto the client. The buffer stays within the high-water mark
+plus one read. A peer that never reads again also never answers the server's keepalive ping, so uvicorn's
+keepalive timeout (`ws_ping_interval` + `ws_ping_timeout`, 20 + 20 s) fails the connection; it is aborted
+then, since a close frame that cannot be flushed would keep it open for good.
+
+Also fixes a spurious "ASGI callable returned without completing handshake." ERROR after every denial
+response (our 401/403/422 on the handshake): uvicorn forgets to mark the handshake complete once the
+denial is sent (open uvicorn PR #3138 makes the same change).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
+
+
+class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
+    """Passed to uvicorn as `ws=` (`service/__main__.py`)."""
+
+    write_paused = False
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.write_paused = True
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.write_paused = False
+        if not self.read_paused:  # uvicorn's own pause: a message waits for the application
+            self.transport.resume_reading()
+
+    async def receive(self) -> ASGIReceiveEvent:
+        message = await super().receive()
+        # uvicorn resumes reading once the application has taken every message; a full write buffer
+        # must keep it stopped (no await between the two calls, so nothing is read in between).
+        if self.write_paused:
+            self.transport.pause_reading()
+        return message
+
+    async def send(self, message: ASGISendEvent) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
+            self.handshake_complete = True
+
+    def keepalive_timeout(self) -> None:
+        super().keepalive_timeout()
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()
