@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from blazeface_tools.evaluation.cli import IMAGE_SUFFIXES, add_eval_commands
+from service.specs import MODELS
 
 if TYPE_CHECKING:
     from blazeface_tools.client import AsyncBlazefaceClient
@@ -250,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     detect.add_argument("paths", nargs="+", metavar="PATH", help="image file or directory")
     detect.add_argument("--url", default=os.environ.get("BLAZEFACE_URL", "http://127.0.0.1:8000"))
-    detect.add_argument("--model", choices=["short", "full"], default=None)
+    detect.add_argument("--model", choices=list(MODELS), default=None)
     detect.add_argument("--min-score", type=float, default=None)
     detect.add_argument("--api-key", default=os.environ.get("BLAZEFACE_API_KEY"))
     detect.add_argument("--concurrency", type=_at_least(1), default=4, help="requests in flight (default 4)")

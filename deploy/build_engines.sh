@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the TensorRT fp16 engines triton_repo/blazeface_{short,full}_trt/1/model_smXY.plan from the ONNX
+# Build the TensorRT fp16 engines triton_repo/blazeface_{short,full,back}_trt/1/model_smXY.plan from the ONNX
 # models, for the GPU this runs on (XY: its compute capability, the file its _trt config's
 # cc_model_filenames names), and make the ONNX Runtime engine-cache folders of the _onnx models.
 #
@@ -26,7 +26,7 @@ MIN_BATCH=1
 OPT_BATCH=64
 MAX_BATCH=64
 # model name -> square input size (service/specs.py)
-declare -A INPUT_SIZE=([short]=128 [full]=192)
+declare -A INPUT_SIZE=([short]=128 [full]=192 [back]=256)
 
 force="${FORCE:-0}"
 for arg in "$@"; do
@@ -82,14 +82,14 @@ stamp() {
         "$tensorrt" "$cc" "$(sha256sum "$1" | cut -d ' ' -f 1)" "$MIN_BATCH" "$OPT_BATCH" "$MAX_BATCH"
 }
 
-for model in short full; do
+for model in short full back; do
     size="${INPUT_SIZE[$model]}"
     onnx="$repo_root/triton_repo/blazeface_${model}_onnx/1/model.onnx"
     config="$repo_root/triton_repo/blazeface_${model}_trt/config.pbtxt"
     [[ -f "$onnx" ]] || die "missing $onnx: run 'python -m blazeface_tools.weights build' first"
     name="$(plan_file "$config" "$cc")"
     [[ -n "$name" ]] || die "$gpu has compute capability $cc, which cc_model_filenames in $config does not" \
-        "list: add a line for it there and in the other _trt config"
+        "list: add a line for it there and in the other _trt configs"
     plan="$repo_root/triton_repo/blazeface_${model}_trt/1/$name"
     want="$(stamp "$onnx")"
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Serve the CPU models (blazeface_{short,full}_cpu) with a real Triton on a machine without a GPU: the
+# Serve the CPU models (blazeface_{short,full,back}_cpu) with a real Triton on a machine without a GPU: the
 # tritonserver binary shipped in the nvidia-pytriton wheel, supervised by blazeface_tools/triton_cpu/server.py
 # (ARCHITECTURE.md §7). Loopback ports 8010 (HTTP; 8000 is the API's), 8001 (gRPC), 8002 (metrics) unless told otherwise:
 #

@@ -2,12 +2,12 @@
 
     python -m loadtest.eval_report [--threads 1] [--shifts 1..8] [--low-score 0.1]
 
-- Jitter (`blazeface_tools/evaluation/jitter.py` has the definition): both models, blending vs NMS, on the
+- Jitter (`blazeface_tools/evaluation/jitter.py` has the definition): every model, blending vs NMS, on the
   reference photos (`tests/data/photos/`) and on the labelled set's original photos
   (`tests/data/eval/images/dlib/`), preprocess `exact`.
 - Video mode (`blazeface_tools/evaluation/video.py`):
   still clips with per-frame noise, raw vs smoothed tracks.
-- AP (`blazeface_tools/evaluation/ap.py`): both models × `exact`/`fast` on the labelled set
+- AP (`blazeface_tools/evaluation/ap.py`): every model × `exact`/`fast` on the labelled set
   (`tests/data/eval/labels.txt`), overall and per subset (original photos, 40 % low-resolution copies,
   2×2 grids), once at the service's own score thresholds (what clients get) and once at `--low-score`
   (a longer precision/recall curve: closer to the model's AP).
@@ -39,6 +39,7 @@ from blazeface_tools.evaluation.cli import (
 )
 from blazeface_tools.evaluation.jitter import JitterConfig
 from service.pipeline import Detector
+from service.specs import MODELS as SPECS
 
 RESULTS = REPO_ROOT / "loadtest" / "results" / "eval.json"
 EVAL = REPO_ROOT / "tests" / "data" / "eval"
@@ -47,7 +48,7 @@ JITTER_SETS = {
     "labelled originals (tests/data/eval/images/dlib)": [EVAL / "images" / "dlib"],
 }
 SUBSETS = {"original photos": "dlib/", "low-resolution copies (40 %)": "lowres/", "2×2 grids": "grid/"}
-MODELS = ("short", "full")
+MODELS = tuple(SPECS)
 VIDEO_PHOTOS = [
     REPO_ROOT / "tests" / "data" / "photos" / name
     for name in (

@@ -7,8 +7,8 @@
    (blazeface_tools/testkit/photos.py: 640×480, 1280×720, 1920×1080, 12 MP), one image per call and
    --decode-batch images per call (a list: nvJPEG's batched decode), images/s per size; beside it, a
    full CPU decode (`cv2.imdecode`, one thread: what one API decode thread does in `exact` mode).
-2. Host↔device copies of one model batch (uint8 images in; float32 regressors and logits out) for each
-   model at --batch images, from pageable and from pinned host memory: ms per batch and GB/s each way.
+2. Host↔device copies of one model batch (uint8 images in; the graph's outputs, `ModelOutputs`, out) for
+   each model at --batch images, from pageable and from pinned host memory: ms per batch and GB/s each way.
 
 Prints a table and writes loadtest/results/gpu_check.json. Takes well under 5 minutes (each measurement
 runs --seconds, or --repeats copies). Exit status: 0 measured; 3 nothing measured, because torch or
@@ -36,6 +36,7 @@ import numpy as np
 
 from blazeface_tools import CHECKOUT as REPO_ROOT
 from blazeface_tools.testkit import photos
+from service.backends.base import output_shapes
 from service.specs import MODELS
 
 RESULTS = REPO_ROOT / "loadtest" / "results" / "gpu_check.json"
@@ -158,17 +159,19 @@ def measure_copies(torch: Any, args: argparse.Namespace) -> list[CopyRow]:
 
 
 def copy_row(torch: Any, model: str, memory: str, args: argparse.Namespace) -> CopyRow:
-    """One model batch in (uint8 images) and out (float32 regressors and logits), between preallocated
-    GPU buffers and host memory of the given kind."""
+    """One model batch in (uint8 images) and out (the graph's outputs), between preallocated GPU buffers
+    and host memory of the given kind."""
     spec = MODELS[model]
-    size, anchors, coords = spec.input_size, spec.decoder.num_boxes, spec.decoder.num_coords
+    size = spec.input_size
     images = (args.batch, size, size, 3)
-    outputs = [(args.batch, anchors, coords), (args.batch, anchors, 1)]
+    outputs = [
+        (getattr(torch, dtype.name), (args.batch, *shape)) for dtype, shape in output_shapes(spec).values()
+    ]
     pinned = memory == "pinned"
     gpu_in = torch.empty(images, dtype=torch.uint8, device="cuda")
-    gpu_out = [torch.empty(shape, dtype=torch.float32, device="cuda") for shape in outputs]
+    gpu_out = [torch.empty(shape, dtype=dtype, device="cuda") for dtype, shape in outputs]
     host_in = torch.zeros(images, dtype=torch.uint8, pin_memory=pinned)
-    host_out = [torch.empty(shape, dtype=torch.float32, pin_memory=pinned) for shape in outputs]
+    host_out = [torch.empty(shape, dtype=dtype, pin_memory=pinned) for dtype, shape in outputs]
 
     def h2d() -> None:
         gpu_in.copy_(host_in, non_blocking=pinned)
@@ -178,7 +181,7 @@ def copy_row(torch: Any, model: str, memory: str, args: argparse.Namespace) -> C
             target.copy_(source, non_blocking=pinned)
 
     h2d_ms, d2h_ms = median_ms(h2d, torch, args.repeats), median_ms(d2h, torch, args.repeats)
-    in_bytes, out_bytes = host_in.numel(), sum(t.numel() * 4 for t in host_out)
+    in_bytes, out_bytes = host_in.numel(), sum(t.numel() * t.element_size() for t in host_out)
     return CopyRow(
         model=model,
         batch=args.batch,

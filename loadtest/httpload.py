@@ -40,15 +40,20 @@ def encode_post(url: str, body: bytes, content_type: str = "image/jpeg") -> byte
     return head.encode() + body
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """The status, and whether the server closes the connection after it (`Connection: close`, as for
+    a refusal sent before the body was read)."""
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
-    length = 0
+    length, closing = 0, False
     for line in head.split(b"\r\n"):
-        if line[:15].lower() == b"content-length:":
+        lowered = line.lower()
+        if lowered.startswith(b"content-length:"):
             length = int(line[15:])
+        elif lowered.startswith(b"connection:") and b"close" in lowered:
+            closing = True
     await reader.readexactly(length)
-    return status
+    return status, closing
 
 
 async def run_load(url: str, payloads: list[bytes], concurrency: int, seconds: float) -> LoadResult:
@@ -69,10 +74,13 @@ async def run_load(url: str, payloads: list[bytes], concurrency: int, seconds: f
                     return
                 started = time.perf_counter()
                 writer.write(request)
-                status = await _read_response(reader)
+                status, closing = await read_response(reader)
                 latencies.append((time.perf_counter() - started) * 1e3)
                 if status != 200:
                     errors += 1
+                if closing:
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, port)
         finally:
             writer.close()
 

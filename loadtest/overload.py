@@ -1,12 +1,12 @@
 """Overload: drive 2× and 4× the measured capacity and watch what the service still delivers.
 
-    .venv/bin/python -m loadtest.overload                   # ≈ 2 min against a service it starts
-    .venv/bin/python -m loadtest.overload --seconds 10 --capacity-seconds 10
+    .venv/bin/python -m loadtest.overload                   # ≈ 3 min against a service it starts
+    .venv/bin/python -m loadtest.overload --seconds 10 --capacity-seconds 5
 
-First the capacity: closed-loop load (`--concurrency` connections back to back) with the mix, answers
-per second within the deadline. Then open-loop load at 2× and 4× that rate (requests sent on a fixed
-schedule whether or not earlier ones were answered, as real clients do). The mix is the benchmark
-photo mix (640×480 … 12 MP JPEGs) with one large, cheap-to-send PNG in every `--large-every` requests.
+First the capacity, open loop as the overload itself (requests sent on a fixed schedule whether or not
+earlier ones were answered, as real clients do): a ramp of rates from a closed-loop estimate, and the
+capacity is the best goodput the ramp reached. Then 2× and 4× that rate. The mix is the benchmark photo
+mix (640×480 … 12 MP JPEGs) with one large, cheap-to-send PNG in every `--large-every` requests.
 Reports per phase: goodput (200s within REQUEST_TIMEOUT_S, per second), refusals (429/503) and their
 latency, p99 of admitted requests, the latest answer, unanswered requests, and the server's peak RSS
 (all its processes); writes loadtest/results/overload.json. A benchmark, not a test: nothing asserts,
@@ -31,7 +31,7 @@ import numpy as np
 
 from blazeface_tools.testkit import photos
 from blazeface_tools.testkit.servers import service_process
-from loadtest.httpload import encode_post, run_load
+from loadtest.httpload import encode_post, read_response, run_load
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "loadtest" / "results" / "overload.json"
@@ -108,13 +108,8 @@ async def _exchange(host: str, port: int, request: bytes) -> int:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        await reader.readexactly(length)
-        return int(head[9:12])
+        status, _ = await read_response(reader)
+        return status
     finally:
         writer.close()
 
@@ -163,8 +158,8 @@ async def open_loop(url: str, requests: list[bytes], phase: Phase, pid: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="per overload phase")
-    parser.add_argument("--capacity-seconds", type=float, default=20.0)
-    parser.add_argument("--concurrency", type=int, default=8, help="closed-loop connections for capacity")
+    parser.add_argument("--capacity-seconds", type=float, default=10.0, help="per ramp step")
+    parser.add_argument("--ramp-start", type=float, default=1.0, help="first ramp rate, × closed-loop rate")
     parser.add_argument("--large-every", type=int, default=10, help="one large PNG per this many requests")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
@@ -177,13 +172,20 @@ def main() -> None:
         url = server.url + "/detect"
         kinds = ["image/jpeg"] * (len(bodies) - 1) + ["image/png"]
         requests = [encode_post(url, body, kind) for body, kind in zip(bodies, kinds, strict=True)]
-        asyncio.run(run_load(url, mix, args.concurrency, 3.0))  # warm-up
-        closed = asyncio.run(run_load(url, mix, args.concurrency, args.capacity_seconds))
-        capacity = (closed.requests - closed.errors) / closed.seconds
-        phases = [Phase("capacity (closed loop)", capacity, closed.seconds)]
-        phases[0].statuses["200"] = closed.requests - closed.errors
-        phases[0].ok_latencies_ms = closed.latencies_ms
-        phases[0].peak_rss_mb = server_rss_mb(server.process.pid)
+        asyncio.run(run_load(url, mix, 8, 3.0))  # warm-up
+        estimate = asyncio.run(run_load(url, bodies, 8, 5.0))
+        base = (estimate.requests - estimate.errors) / estimate.seconds
+        ramp: list[Phase] = []
+        step = args.ramp_start
+        # Up until the goodput stops growing (by 5 %): the capacity is the best the ramp reached.
+        while len(ramp) < 8 and (len(ramp) < 2 or ramp[-1].goodput > 1.05 * ramp[-2].goodput):
+            phase = Phase(f"ramp {step:g}× closed-loop rate", step * base, args.capacity_seconds)
+            asyncio.run(open_loop(url, requests, phase, server.process.pid))
+            ramp.append(phase)
+            step *= 1.4
+            time.sleep(2.0)
+        capacity = max(phase.goodput for phase in ramp)
+        phases = [*ramp]
         for factor in (2, 4):
             phase = Phase(f"{factor}× capacity", factor * capacity, args.seconds)
             asyncio.run(open_loop(url, requests, phase, server.process.pid))
@@ -192,23 +194,24 @@ def main() -> None:
 
     rows = [phase.summary() for phase in phases]
     print(
-        f"{'phase':24} {'offered':>8} {'goodput':>8} {'p99 ok ms':>10} {'refusal p99':>12} "
+        f"{'phase':28} {'offered':>8} {'goodput':>8} {'p99 ok ms':>10} {'refusal p99':>12} "
         f"{'latest s':>9} {'lost':>5} {'RSS MB':>7}  statuses"
     )
     for row in rows:
         print(
-            f"{row['phase']:24} {row['offered_rps']:8} {row['goodput_rps']:8} "
+            f"{row['phase']:28} {row['offered_rps']:8} {row['goodput_rps']:8} "
             f"{row['admitted_p99_ms']!s:>10} {row['refusal_p99_ms']!s:>12} {row['latest_answer_s']:9} "
             f"{row['unanswered']:5} {row['peak_rss_mb']:7}  {row['statuses']}"
         )
-    base, worst = phases[0].goodput, phases[-1]
+    base, worst = capacity, phases[-1]
     refusal_p99 = percentile(worst.refusal_latencies_ms, 99)
     print(
-        f"targets: goodput at 4× = {worst.goodput / base:.0%} of capacity (≥ 80 %); refusal p99 "
+        f"capacity {capacity:.1f} img/s; targets: goodput at 4× = {worst.goodput / base:.0%} of it (≥ 80 %); "
+        f"refusal p99 "
         f"{refusal_p99} ms (< 50); latest answer {worst.latest_answer_s:.2f} s (≤ {REQUEST_TIMEOUT_S + 0.5})"
     )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"args": vars(args), "phases": rows}, indent=2))
+    RESULTS.write_text(json.dumps({"args": vars(args), "capacity": capacity, "phases": rows}, indent=2))
     print(f"wrote {RESULTS.relative_to(REPO)}")
 
 

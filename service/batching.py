@@ -26,12 +26,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.backends.base import ModelOutputs
 from service.errors import BackendUnavailable, BatchTooLarge, DeadlineExceeded, Overloaded, ServiceError
 from service.observer import Observer
 
 log = logging.getLogger(__name__)
 
-InferFn = Callable[[str, np.ndarray], Awaitable[tuple[np.ndarray, np.ndarray]]]
+InferFn = Callable[[str, np.ndarray], Awaitable[ModelOutputs]]
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,7 @@ class BatchingOptions:
 class BatchResult:
     """One image's slice of a batch's output, with where its time went."""
 
-    regressors: np.ndarray  # (A, 16)
-    logits: np.ndarray  # (A, 1)
+    outputs: ModelOutputs  # this image's row: (K,) scores, (K,) anchor indices, (K, 16) regressors
     queue_s: float  # enqueue → its batch's backend call starts
     inference_s: float  # the backend call
     batch_size: int
@@ -136,6 +136,10 @@ class MicroBatcher:
             if not pending.future.done():
                 pending.future.set_exception(BackendUnavailable("service is shutting down"))
         self._report_depth()
+
+    def has_room(self) -> bool:
+        """Whether one more image would be admitted now: a cheap check before a request's body is read."""
+        return not self._closed and len(self._queue) + self._reserved < self._options.max_queue
 
     def reserve(self, places: int) -> Reservation:
         """Hold `places` in the queue for one request's images, all or none."""
@@ -220,7 +224,7 @@ class MicroBatcher:
         started = time.perf_counter()
         try:
             tensors = np.stack([pending.tensor for pending in batch])
-            regressors, logits = await self._infer(self.model, tensors)
+            outputs = await self._infer(self.model, tensors)
         except ServiceError as exc:
             self._fail(batch, exc)
             return
@@ -236,8 +240,7 @@ class MicroBatcher:
             if not pending.future.done():
                 pending.future.set_result(
                     BatchResult(
-                        regressors=regressors[index],
-                        logits=logits[index],
+                        outputs=outputs.row(index),
                         queue_s=started - pending.enqueued,
                         inference_s=inference_s,
                         batch_size=len(batch),

@@ -13,7 +13,9 @@ when one image of a request fails, its siblings are cancelled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.backends.base import Backend
+from service.backends.base import Backend, ModelOutputs
 from service.batching import BatchingOptions, MicroBatcher, Reservation
 from service.errors import (
     BackendUnavailable,
@@ -40,10 +42,13 @@ from service.postprocess import Face, candidates_from_tensors, faces_from_candid
 from service.settings import Settings
 from service.specs import MODELS
 
-# Up to this many candidates, post-processing is a little numpy (real photos have at most ~30 over the
+# Up to this many candidates, post-processing is a little numpy (the test photos have at most 27 over the
 # default thresholds: 4-5 per face): cheaper inline than a hop to a thread (loadtest/RESULTS.md #6).
-# Past it, its Python loops grow with the count (a low min_score), so it leaves the event loop.
+# Past it, up to the graph's top_k (100), its Python loops grow with the count (a low min_score), so it
+# leaves the event loop.
 INLINE_CANDIDATES = 32
+# Below the event loop's priority, not starved: on an idle core a niced thread runs at full speed.
+DECODE_NICENESS = 19
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ class DetectResult:
     height: int
     faces: list[Face]
     timing: Timing
-    candidates_dropped: int = 0  # over the threshold but past MAX_CANDIDATES, so never suppressed
+    candidates_truncated: bool = False  # all the graph's top_k candidates were over the threshold
 
 
 class PixelBudget:
@@ -94,6 +99,17 @@ class PixelBudget:
 
     def release(self, pixels: int) -> None:
         self.used -= pixels
+
+    @property
+    def full(self) -> bool:
+        return self.used >= self.capacity
+
+
+def _decode_thread_started() -> None:
+    """Decode threads yield the CPU to the event loop: under overload the loop must still read requests
+    and refuse them at once, and decodes take what CPU is left (a niced thread, Linux: per thread)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICENESS)
 
 
 class Engine:
@@ -124,7 +140,7 @@ class Engine:
         # throughput, only take the GIL from the event loop more often.
         self._postprocessor: ThreadPoolExecutor | None = None
 
-    async def _infer(self, model: str, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    async def _infer(self, model: str, batch: np.ndarray) -> ModelOutputs:
         try:
             return await self.backend.infer(model, batch)
         except ServiceError as exc:
@@ -132,7 +148,9 @@ class Engine:
             raise
 
     async def start(self) -> None:
-        self._decoder = ThreadPoolExecutor(self._decode_threads, thread_name_prefix="decode")
+        self._decoder = ThreadPoolExecutor(
+            self._decode_threads, thread_name_prefix="decode", initializer=_decode_thread_started
+        )
         self._postprocessor = ThreadPoolExecutor(1, thread_name_prefix="postprocess")
         await self.backend.start()
         for batcher in self._batchers.values():
@@ -149,6 +167,13 @@ class Engine:
 
     async def ready(self) -> bool:
         return await self.backend.ready()
+
+    def check_room(self, model: str) -> None:
+        """Refuse at once (429), before the request's body is even read, when it could not be admitted
+        anyway: the model's queue or the decode budget is full. Admission proper, priced by the image
+        headers, follows once the body is in."""
+        if self._budget.full or not self._batchers[model].has_room():
+            raise Overloaded(f"no room for another {model} image now", retry_after_s=1)
 
     async def detect(
         self, data: bytes, options: DetectOptions, deadline: float | None = None
@@ -242,7 +267,7 @@ class Engine:
             raise DeadlineExceeded("deadline passed while decoding")
         batch = await places.submit(tensor, remaining)
         inferred = time.perf_counter()
-        found = candidates_from_tensors(batch.regressors, batch.logits, options, self.settings.max_candidates)
+        found = candidates_from_tensors(batch.outputs, options)
         if len(found.detections) <= INLINE_CANDIDATES:
             faces = faces_from_candidates(found, letterbox, options)
         else:
@@ -261,4 +286,4 @@ class Engine:
             self.observer.on_stage(stage, getattr(timing, stage) / 1e3)
         self.observer.on_faces(options.model, len(faces))
         width, height = letterbox.image_width, letterbox.image_height
-        return DetectResult(options.model, width, height, faces, timing, found.dropped)
+        return DetectResult(options.model, width, height, faces, timing, found.truncated)

@@ -42,14 +42,20 @@ class RequestOptions(BaseModel):
     """The options of one detection request. None, or leaving an option out, means the default:
 
     model and preprocess: the service's DEFAULT_MODEL and PREPROCESS settings; min_score: the model's
-    own MediaPipe threshold (0.5 short, 0.6 full); max_faces: no cap; suppression: blend.
+    own MediaPipe threshold (0.5 short, 0.6 full, 0.65 back); max_faces: no cap; suppression: blend.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    model: ModelChoice | None = Field(None, description="short (≤2 m) or full range; default: DEFAULT_MODEL")
+    model: ModelChoice | None = Field(
+        None, description="short (≤2 m), full range or back (rear camera); default: DEFAULT_MODEL"
+    )
     min_score: float | None = Field(
-        None, ge=0, le=1, allow_inf_nan=False, description="default: the model's (0.5 short, 0.6 full)"
+        None,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="default: the model's (0.5 short, 0.6 full, 0.65 back)",
     )
     max_faces: int | None = Field(None, ge=1, le=1000, description="the best ones; default: no cap")
     suppression: Suppression | None = Field(None, description="blend (paper §3, the default) or plain nms")

@@ -46,8 +46,7 @@ class Detector:
             for data in images
         ]
         batch = np.stack([tensor for tensor, _ in prepared])
-        regressors, logits = self._backend.run(opts.model, batch)
+        outputs = self._backend.run(opts.model, batch)
         return [
-            faces_from_tensors(regressors[i], logits[i], letterbox, opts)
-            for i, (_, letterbox) in enumerate(prepared)
+            faces_from_tensors(outputs.row(i), letterbox, opts) for i, (_, letterbox) in enumerate(prepared)
         ]

@@ -1,7 +1,7 @@
-"""Raw tensors of one image → faces in original-image pixels (decode → cap → suppress → project →
-geometry), in two steps: `candidates_from_tensors` (vectorised, a fraction of a millisecond whatever
-the options) and `faces_from_candidates` (Python loops over the candidates: its cost grows with their
-number, which the cap bounds)."""
+"""One image's model outputs → faces in original-image pixels (decode → suppress → project → geometry),
+in two steps: `candidates_from_tensors` (vectorised, a fraction of a millisecond whatever the options)
+and `faces_from_candidates` (Python loops over the candidates: its cost grows with their number, which
+the graph's top-K bounds)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.decoding import Detections, candidates, suppress
+from service.backends.base import ModelOutputs
+from service.decoding import Detections, candidates, is_truncated, suppress
 from service.geometry import CropRoi, crop_rois
 from service.imaging.letterbox import Letterbox, to_image_pixels
 from service.options import DetectOptions
@@ -29,17 +30,16 @@ class Face:
 class Candidates:
     """One image's detections over the score threshold, before suppression."""
 
-    detections: Detections  # at most the cap, the best scores, in anchor order
-    dropped: int  # over the threshold but past the cap (the lowest scores); 0: none
+    detections: Detections  # of the graph's top-K candidates, those over the threshold, in anchor order
+    truncated: bool  # all K were over it: others, weaker, may have been left out; False: none were
 
 
-def candidates_from_tensors(
-    regressors: np.ndarray, logits: np.ndarray, options: DetectOptions, max_candidates: int | None = None
-) -> Candidates:
-    """Every detection over the options' threshold, or the `max_candidates` best of them (None: all)."""
-    found = candidates(regressors, logits, options.spec, min_score=options.score_threshold)
-    kept = found if max_candidates is None else found.strongest(max_candidates)
-    return Candidates(kept, len(found) - len(kept))
+def candidates_from_tensors(outputs: ModelOutputs, options: DetectOptions) -> Candidates:
+    """The detections over the options' threshold among one image's outputs (`ModelOutputs.row`)."""
+    threshold = options.score_threshold
+    scores, anchor_indices, regressors = outputs
+    found = candidates(scores, anchor_indices, regressors, options.spec, min_score=threshold)
+    return Candidates(found, is_truncated(scores, threshold))
 
 
 def faces_from_candidates(found: Candidates, letterbox: Letterbox, options: DetectOptions) -> list[Face]:
@@ -65,13 +65,6 @@ def faces_from_candidates(found: Candidates, letterbox: Letterbox, options: Dete
     ]
 
 
-def faces_from_tensors(
-    regressors: np.ndarray,
-    logits: np.ndarray,
-    letterbox: Letterbox,
-    options: DetectOptions,
-    max_candidates: int | None = None,
-) -> list[Face]:
+def faces_from_tensors(outputs: ModelOutputs, letterbox: Letterbox, options: DetectOptions) -> list[Face]:
     """Both steps at once: faces sorted by score, highest first, at most `options.max_faces`."""
-    found = candidates_from_tensors(regressors, logits, options, max_candidates)
-    return faces_from_candidates(found, letterbox, options)
+    return faces_from_candidates(candidates_from_tensors(outputs, options), letterbox, options)

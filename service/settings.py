@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.specs import ModelName
+
 
 def checkout_model_repository() -> Path:
     """`triton_repo/` of the checkout this package runs from; an installed wheel has none beside it, so
@@ -43,7 +45,7 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(20.0, gt=0, description="in-flight requests get this long on SIGTERM")
 
     # --- request defaults and limits ---
-    default_model: Literal["short", "full"] = "short"
+    default_model: ModelName = "short"
     preprocess: Literal["exact", "fast"] = Field(
         "fast", description="fast: DCT-scaled JPEG decode; exact: every pixel decoded (MediaPipe parity)"
     )
@@ -77,9 +79,6 @@ class Settings(BaseSettings):
         "0 = 2 × MAX_PIXELS × decode threads",
     )
     max_jpeg_scans: int = Field(100, ge=1, description="scans (SOS markers) a JPEG may have → 422")
-    max_candidates: int = Field(
-        256, ge=1, description="over-threshold candidates per image kept (best scores) for suppression"
-    )
 
     # --- embedded ONNX Runtime ---
     model_repository: Path = Field(

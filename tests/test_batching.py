@@ -7,10 +7,11 @@ import asyncio
 import numpy as np
 import pytest
 
+from service.backends.base import ModelOutputs
 from service.batching import BatchingOptions, MicroBatcher
 from service.errors import BackendUnavailable, BatchTooLarge, DeadlineExceeded, Overloaded
 
-A = 4
+K = 4
 
 
 class ScriptedBackend:
@@ -23,16 +24,18 @@ class ScriptedBackend:
         self.release = asyncio.Event()
         self.release.set()
 
-    async def infer(self, model: str, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    async def infer(self, model: str, batch: np.ndarray) -> ModelOutputs:
         self.batch_sizes.append(len(batch))
         await self.release.wait()
         await asyncio.sleep(self.delay_s)
         if self.error is not None:
             raise self.error
-        marker = batch[:, 0, 0, 0].astype(np.float32)
-        regressors = np.repeat(marker[:, None, None], A * 16, axis=1).reshape(len(batch), A, 16)
-        logits = marker[:, None, None] * np.ones((1, A, 1), np.float32)
-        return regressors, logits
+        marker = batch[:, 0, 0, 0]
+        return ModelOutputs(
+            scores=np.repeat(marker[:, None], K, axis=1).astype(np.float32),
+            anchor_indices=np.repeat(marker[:, None], K, axis=1).astype(np.int32),
+            regressors=np.repeat(marker[:, None, None], K * 16, axis=1).reshape(len(batch), K, 16),
+        )
 
 
 def image(value: int) -> np.ndarray:
@@ -50,7 +53,11 @@ async def test_each_request_gets_its_own_slice(max_wait_s: float) -> None:
     backend = ScriptedBackend()
     batcher = await run_batcher(backend, BatchingOptions(max_batch=8, max_wait_s=max_wait_s))
     results = await asyncio.gather(*(batcher.submit(image(i), 5.0) for i in range(20)))
-    assert [int(r.logits[0, 0]) for r in results] == list(range(20))
+    assert [int(r.outputs.scores[0]) for r in results] == list(range(20))
+    for i, result in enumerate(results):  # every output sliced to its own image's row
+        scores, anchor_indices, regressors = result.outputs
+        assert scores.shape == anchor_indices.shape == (K,) and regressors.shape == (K, 16)
+        assert (scores == i).all() and (anchor_indices == i).all() and (regressors == i).all()
     assert sum(backend.batch_sizes) == 20
     assert max(backend.batch_sizes) <= 8
     await batcher.close()
@@ -80,7 +87,7 @@ async def test_backend_error_reaches_every_waiter() -> None:
     assert all(isinstance(r, BackendUnavailable) for r in results)
     # The worker survives the error: the next request is served.
     backend.error = None
-    assert int((await batcher.submit(image(7), 5.0)).logits[0, 0]) == 7
+    assert int((await batcher.submit(image(7), 5.0)).outputs.scores[0]) == 7
     await batcher.close()
 
 
@@ -105,7 +112,7 @@ async def test_full_queue_is_refused_at_once() -> None:
     assert refused.value.retry_after_s >= 1
     backend.release.set()
     results = await asyncio.gather(first, *queued)
-    assert [int(r.logits[0, 0]) for r in results] == [0, 1, 2, 3]
+    assert [int(r.outputs.scores[0]) for r in results] == [0, 1, 2, 3]
     assert batcher.depth == 0
     await batcher.close()
 
@@ -129,7 +136,7 @@ async def test_a_reservation_is_all_or_nothing_and_frees_what_it_did_not_use() -
         batcher.reserve(4)
     with batcher.reserve(3):
         pass
-    assert int((await first).logits[0, 0]) == 1
+    assert int((await first).outputs.scores[0]) == 1
     with batcher.reserve(4):
         pass
     await batcher.close()
@@ -162,7 +169,7 @@ async def test_close_fails_queued_requests() -> None:
     await asyncio.sleep(0.01)
     backend.release.set()  # the running batch still finishes
     await closing
-    assert int((await running).logits[0, 0]) == 0
+    assert int((await running).outputs.scores[0]) == 0
     with pytest.raises(BackendUnavailable):
         await queued
     with pytest.raises(BackendUnavailable):

@@ -1,8 +1,8 @@
 """`blazeface eval jitter|ap`: the paper's measurements from the command line.
 
-    blazeface eval jitter tests/data/photos --models short full --shifts 1..8
+    blazeface eval jitter tests/data/photos --models short full back --shifts 1..8
     blazeface eval ap --annotations tests/data/eval/labels.txt --images tests/data/eval/images \
-        --models short full --preprocess exact fast
+        --models short full back --preprocess exact fast
 
 `add_eval_commands(subparsers)` registers them on the main parser; each sets `run(args) -> int`.
 `run_jitter`/`run_ap` return JSON-ready reports and `jitter_markdown`/`ap_markdown` print them, for
@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 from blazeface_tools.evaluation.ap import EvalConfig, SizeBuckets, detect_annotated, evaluate
 from blazeface_tools.evaluation.jitter import POINT_NAMES, JitterConfig, measure_jitter, reduction
 from blazeface_tools.evaluation.wider import read_annotations
+from service.specs import MODELS as SPECS
 
 if TYPE_CHECKING:
     from service.pipeline import Detector
 
-MODELS = ("short", "full")
+MODELS = tuple(SPECS)
 PREPROCESS = ("exact", "fast")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
@@ -189,7 +190,7 @@ def run_ap(
             "iou_threshold": config.iou_threshold,
             "interpolation": config.interpolation,
             "buckets": config.buckets.describe(),
-            "min_score": min_score if min_score is not None else "model default (short 0.5, full 0.6)",
+            "min_score": min_score if min_score is not None else _default_thresholds(),
             "suppression": "blend",
             "box_mapping": "none: detector boxes compared as they come",
             "images": len(annotations),
@@ -209,6 +210,11 @@ def run_ap(
                     bucket: result.as_dict() for bucket, result in buckets.items()
                 }
     return report
+
+
+def _default_thresholds() -> str:
+    thresholds = ", ".join(f"{name} {spec.decoder.min_score_thresh:g}" for name, spec in SPECS.items())
+    return f"model default ({thresholds})"
 
 
 def ap_markdown(report: dict[str, Any]) -> str:

@@ -10,7 +10,8 @@ against plain NMS. Exact definition here:
   moves by `dx * S / max(w, h)` model-input pixels. Shifts are chosen in model-input pixels — magnitudes
   1..8 along +x, +y and the diagonal by default — and rounded to whole image pixels (at least 1), so
   they stay translations without resampling; the realised input shift is recorded. The anchor strides
-  are 8 and 16 input px (short) and 4 (full), so 1..8 spans sub-anchor offsets to one to two strides.
+  are 8 and 16 input px (short), 4 (full) and 16 and 32 (back), so 1..8 spans sub-anchor offsets to one
+  to two strides (half a stride at most for back).
   Copies (and the reference) go to the detector as lossless BMP, so no JPEG re-encoding enters
   the difference; `preprocess="fast"` on them therefore means the area resize, without a DCT-scaled
   decode.

@@ -672,7 +672,12 @@ def hostile_requests(max_pixels: int = 20_000_000) -> list[Case]:
             **_json({"image": _b64(three_faces), "min_score": 1e-9, "model": "full", "suppression": "nms"}),
         ),
         Case(f"flat PNG {side}x{side}", "hostile", 200, **_raw(flat_png(side), "image/png")),
-        Case("JPEG of 4000 empty progressive scans", "hostile", 422, **_raw(scan_bomb(4000), "image/jpeg")),
+        Case(
+            "JPEG of 4000 empty progressive scans",
+            "hostile",
+            422,
+            **_raw(scan_bomb(4000, side), "image/jpeg"),
+        ),
         Case(
             "multipart batch without its closing boundary",
             "hostile",

@@ -50,8 +50,9 @@ from pathlib import Path
 from types import TracebackType
 
 from blazeface_tools import TRITON_REPO
+from service.specs import MODELS
 
-DEFAULT_MODELS: tuple[str, ...] = ("blazeface_short_cpu", "blazeface_full_cpu")
+DEFAULT_MODELS: tuple[str, ...] = tuple(f"blazeface_{name}_cpu" for name in MODELS)
 STUB_NAME = "triton_python_backend_stub"
 SHM_DIR = Path("/dev/shm")
 PY_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"

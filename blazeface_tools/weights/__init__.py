@@ -1,1 +1,1 @@
-"""The two BlazeFace models: their per-model numbers (specs) and how their weights are built."""
+"""The BlazeFace models: how their weights are built (their per-model numbers are service/specs.py)."""

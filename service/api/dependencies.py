@@ -42,6 +42,7 @@ def resolve_options(connection: HTTPConnection, *given: Mapping[str, Any]) -> De
 async def image_upload(request: Request, query: Annotated[QueryOptions, Query()]) -> Upload:
     """`/detect`: one image as multipart, raw bytes or base64 JSON."""
     deadline = _deadline(request)
+    _check_room(request, query)
     data, body_options = await read_image(request)
     return Upload([data], resolve_options(request, query.given(), body_options), deadline)
 
@@ -49,9 +50,19 @@ async def image_upload(request: Request, query: Annotated[QueryOptions, Query()]
 async def batch_upload(request: Request, query: Annotated[QueryOptions, Query()]) -> Upload:
     """`/detect/batch`: multipart file fields named `images`."""
     deadline = _deadline(request)
+    _check_room(request, query)
     max_files = request.app.state.settings.max_batch_images
     images, body_options = await read_form(request, "images", max_files=max_files)
     return Upload(images, resolve_options(request, query.given(), body_options), deadline)
+
+
+def _check_room(request: Request, query: QueryOptions) -> None:
+    """Refuse before reading the body when the request could not be admitted anyway: under overload a
+    refusal then costs a few microseconds, not the upload. (A JSON body may name another model; its
+    own admission still follows.)"""
+    engine = getattr(request.app.state, "engine", None)  # none before startup (ASGI-level tests)
+    if engine is not None:
+        engine.check_room(query.model or request.app.state.settings.default_model)
 
 
 def _deadline(request: Request) -> float:

@@ -122,11 +122,11 @@ class DetectResponse(BaseModel):
     model: str
     image: ImageSize
     faces: list[FaceOut]
-    candidates_dropped: int = Field(
-        0,
-        ge=0,
-        description="candidates over the score threshold left out past MAX_CANDIDATES (the lowest "
-        "scores) before suppression; 0: none, the faces are complete",
+    candidates_truncated: bool = Field(
+        False,
+        description="true when every one of the candidates the model returns (its best 100 by score) is "
+        "over the score threshold: weaker ones past them may have been left out (only with a very low "
+        "min_score); false: the faces are complete",
     )
     timing_ms: TimingMs
 
@@ -176,6 +176,6 @@ def detect_response(result: DetectResult, faces: Sequence[Face] | None = None) -
         "model": result.model,
         "image": {"width": result.width, "height": result.height},
         "faces": [face_dict(face) for face in (result.faces if faces is None else faces)],
-        "candidates_dropped": result.candidates_dropped,
+        "candidates_truncated": result.candidates_truncated,
         "timing_ms": result.timing.__dict__,
     }

@@ -1,1 +1,1 @@
-"""Inference backends: raw uint8 NHWC batches in, raw BlazeFace tensors out."""
+"""Inference backends: raw uint8 NHWC batches in, each image's best candidates out (`ModelOutputs`)."""

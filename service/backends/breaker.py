@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.backends.base import Backend
+from service.backends.base import Backend, ModelOutputs
 from service.errors import BackendUnavailable, DeadlineExceeded
 from service.observer import Observer
 from service.specs import MODELS
@@ -117,7 +117,7 @@ class CircuitBreaker(Backend):
             return False
         return await self.inner.ready()
 
-    async def infer(self, model: str, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    async def infer(self, model: str, batch: np.ndarray) -> ModelOutputs:
         circuit = self._circuits.get(model)
         if circuit is None:
             return await self.inner.infer(model, batch)  # unknown model: the backend's ValueError

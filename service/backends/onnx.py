@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.backends.base import Backend
+from service.backends.base import Backend, ModelOutputs
 from service.errors import BackendUnavailable
 from service.specs import MODELS
 
@@ -55,15 +55,15 @@ class OnnxBackend(Backend):
                 # The first run allocates ORT's buffers; pay it here, not in a user's request.
                 self.run(name, np.zeros((1, spec.input_size, spec.input_size, 3), np.uint8))
 
-    def run(self, model: str, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, model: str, batch: np.ndarray) -> ModelOutputs:
         session = self._sessions.get(model)
         if session is None:
             raise BackendUnavailable(f"model {model!r} is not loaded")
         try:
-            regressors, logits = session.run(["regressors", "logits"], {"image": batch})
+            outputs = session.run(list(ModelOutputs._fields), {"image": batch})
         except Exception as exc:  # ORT raises its own RuntimeError subclasses (Fail, InvalidArgument, ...)
             raise BackendUnavailable(f"ONNX Runtime failed: {type(exc).__name__}") from exc
-        return regressors, logits
+        return ModelOutputs(*outputs)
 
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=len(MODELS), thread_name_prefix="ort")
@@ -75,7 +75,7 @@ class OnnxBackend(Backend):
             self._executor = None
         self._sessions.clear()
 
-    async def infer(self, model: str, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    async def infer(self, model: str, batch: np.ndarray) -> ModelOutputs:
         if self._executor is None:
             raise BackendUnavailable("backend is not started")
         return await asyncio.get_running_loop().run_in_executor(self._executor, self.run, model, batch)

@@ -3,7 +3,7 @@
     backend = TritonBackend(TritonSettings(url="127.0.0.1:8001"))            # CPU models (tests, CPU hosts)
     backend = TritonBackend(TritonSettings(url="triton:8001", model_suffix="_trt"))  # TensorRT plans
     await backend.start()
-    regressors, logits = await backend.infer("short", batch)   # batch: uint8 (B, 128, 128, 3)
+    outputs = await backend.infer("short", batch)   # batch: uint8 (B, 128, 128, 3); a ModelOutputs
     await backend.close()
 
 Errors. Every tritonclient, gRPC and shared-memory exception becomes `DeadlineExceeded`, `Overloaded`
@@ -39,7 +39,7 @@ import grpc
 import numpy as np
 import tritonclient.grpc.aio as triton
 
-from service.backends.base import Backend
+from service.backends.base import Backend, ModelOutputs, output_shapes
 from service.backends.triton_config import INPUT, OUTPUTS, ModelMismatch, TritonSettings, check_model
 from service.backends.triton_errors import LIBRARY_ERRORS, NO_ANSWER, status_code, translate_error, translated
 from service.backends.triton_shm import Region, RegionPool, region_prefix, time_left
@@ -154,7 +154,7 @@ class TritonBackend(Backend):
             return False
         return all(answers)
 
-    async def infer(self, model: str, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    async def infer(self, model: str, batch: np.ndarray) -> ModelOutputs:
         spec = get_spec(model)
         _check_batch(spec, batch)
         client = self._open_client()
@@ -212,7 +212,7 @@ class TritonBackend(Backend):
 
     async def _infer_socket(
         self, client: triton.InferenceServerClient, name: str, spec: ModelSpec, batch: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> ModelOutputs:
         image = triton.InferInput(INPUT, list(batch.shape), "UINT8")
         image.set_data_from_numpy(batch)
         outputs = [triton.InferRequestedOutput(output) for output in OUTPUTS]
@@ -220,11 +220,12 @@ class TritonBackend(Backend):
             result = await client.infer(
                 name, [image], outputs=outputs, client_timeout=self.settings.timeout_s
             )
-        regressors, logits = (result.as_numpy(output) for output in OUTPUTS)
-        if regressors is None or logits is None:
+        arrays = [result.as_numpy(output) for output in OUTPUTS]
+        if any(array is None for array in arrays):
             raise BackendUnavailable(f"Triton model {name} answered without {OUTPUTS}")
-        _check_outputs(name, spec, len(batch), regressors, logits)
-        return regressors, logits
+        answer = ModelOutputs(*arrays)
+        _check_outputs(name, spec, len(batch), answer)
+        return answer
 
     async def _infer_shm(
         self,
@@ -233,7 +234,7 @@ class TritonBackend(Backend):
         regions: RegionPool,
         region: Region,
         batch: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> ModelOutputs:
         rows = len(batch)
         image = triton.InferInput(INPUT, list(batch.shape), "UINT8")
         outputs = [triton.InferRequestedOutput(output) for output in OUTPUTS]
@@ -283,10 +284,9 @@ def _check_batch(spec: ModelSpec, batch: np.ndarray) -> None:
         )
 
 
-def _check_outputs(name: str, spec: ModelSpec, rows: int, regressors: np.ndarray, logits: np.ndarray) -> None:
-    expected = ((rows, spec.decoder.num_boxes, spec.decoder.num_coords), (rows, spec.decoder.num_boxes, 1))
-    if (regressors.shape, logits.shape) != expected:
+def _check_outputs(name: str, spec: ModelSpec, rows: int, answer: ModelOutputs) -> None:
+    got = [(array.dtype, array.shape) for array in answer]
+    expected = [(dtype, (rows, *shape)) for dtype, shape in output_shapes(spec).values()]
+    if got != expected:
         # The wrong model behind the name: not servable, so the service reports the backend unavailable.
-        raise BackendUnavailable(
-            f"Triton model {name} returned {regressors.shape} and {logits.shape}, expected {expected}"
-        )
+        raise BackendUnavailable(f"Triton model {name} returned {got}, expected {expected}")

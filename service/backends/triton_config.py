@@ -16,8 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
+from service.backends.base import ModelOutputs, output_shapes
 from service.errors import BackendUnavailable
 from service.settings import Settings
 from service.specs import ModelSpec, get_spec
@@ -26,7 +28,8 @@ if TYPE_CHECKING:
     import tritonclient.grpc.aio as triton
 
 INPUT = "image"
-OUTPUTS = ("regressors", "logits")
+OUTPUTS = ModelOutputs._fields
+_TRITON_TYPES = {np.dtype(np.float32): mc.TYPE_FP32, np.dtype(np.int32): mc.TYPE_INT32}
 
 _SETTING_DEFAULTS = Settings.model_fields
 
@@ -73,12 +76,11 @@ class ModelMismatch(BackendUnavailable):
 
 def expected_tensors(spec: ModelSpec) -> dict[str, tuple[int, list[int]]]:
     """Tensor name -> (Triton data type, dims without the batch dimension), from the model's spec."""
-    size, anchors = spec.input_size, spec.decoder.num_boxes
-    return {
-        INPUT: (mc.TYPE_UINT8, [size, size, 3]),
-        OUTPUTS[0]: (mc.TYPE_FP32, [anchors, spec.decoder.num_coords]),
-        OUTPUTS[1]: (mc.TYPE_FP32, [anchors, 1]),
+    size = spec.input_size
+    outputs = {
+        name: (_TRITON_TYPES[dtype], list(shape)) for name, (dtype, shape) in output_shapes(spec).items()
     }
+    return {INPUT: (mc.TYPE_UINT8, [size, size, 3]), **outputs}
 
 
 def config_problems(config: mc.ModelConfig, spec: ModelSpec, max_batch: int) -> list[str]:

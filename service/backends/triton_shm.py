@@ -5,13 +5,13 @@
     region = regions.acquire(spec, rows)      # None: no region for this call; it goes over the socket
     await regions.register(region, deadline)  # a no-op while Triton still holds the registration
     region.write_input(batch)                 # then infer, tensors at `region.slots(rows)`
-    regressors, logits = region.read_outputs(rows)
+    outputs = region.read_outputs(rows)       # a ModelOutputs
     regions.release(region)                   # or regions.retire(region): never to be reused
     await regions.close()
 
-The input batch and both outputs travel through POSIX shared memory registered with Triton, so only
+The input batch and the outputs travel through POSIX shared memory registered with Triton, so only
 small messages cross the socket — useful only when Triton runs on the same host (it must see our
-/dev/shm). Each in-flight call holds one region (input, regressors and logits at fixed offsets) from a
+/dev/shm). Each in-flight call holds one region (the input, then each output, at fixed offsets) from a
 per-model pool; the pool grows to `shm_max_regions` and calls beyond that go over the socket instead of
 waiting. A region's pages are reserved when it is made (`posix_fallocate`): a full /dev/shm is then an
 error at creation, which stops that model's pool growing (logged once), instead of a SIGBUS at the first
@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import logging
 import os
 import secrets
@@ -50,6 +51,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import tritonclient.utils.shared_memory as shm
 
+from service.backends.base import ModelOutputs, output_shapes
 from service.specs import MODELS, ModelSpec
 
 if TYPE_CHECKING:
@@ -92,19 +94,15 @@ def _owner_gone(name: str) -> bool:
     return _process_start(int(pid)) != start
 
 
-def _tensor_bytes(spec: ModelSpec, rows: int) -> tuple[int, int, int]:
-    """Bytes of a `rows`-image call's input (uint8), regressors and logits (float32)."""
-    anchors = spec.decoder.num_boxes
-    return (
-        rows * spec.input_size * spec.input_size * 3,
-        rows * anchors * spec.decoder.num_coords * 4,
-        rows * anchors * 4,
-    )
+def _tensor_bytes(spec: ModelSpec, rows: int) -> list[int]:
+    """Bytes of a `rows`-image call's input (uint8), then of each output in `ModelOutputs` order."""
+    outputs = [rows * dtype.itemsize * int(np.prod(shape)) for dtype, shape in output_shapes(spec).values()]
+    return [rows * spec.input_size * spec.input_size * 3, *outputs]
 
 
 @dataclass
 class Region:
-    """One shared-memory object holding a call's input and both outputs, registered with Triton."""
+    """One shared-memory object holding a call's input and its outputs, registered with Triton."""
 
     name: str  # Triton's name for it; also the POSIX key without its leading "/"
     spec: ModelSpec
@@ -117,23 +115,23 @@ class Region:
         return sum(_tensor_bytes(self.spec, self.capacity))
 
     def slots(self, rows: int) -> list[tuple[int, int]]:
-        """(bytes, offset) of a `rows`-image call's input, regressors and logits; offsets are fixed."""
+        """(bytes, offset) of a `rows`-image call's input, then each output; offsets are fixed."""
         full = _tensor_bytes(self.spec, self.capacity)
-        offsets = (0, full[0], full[0] + full[1])
+        offsets = [0, *itertools.accumulate(full[:-1])]
         return list(zip(_tensor_bytes(self.spec, rows), offsets, strict=True))
 
     def write_input(self, batch: np.ndarray) -> None:
         shm.set_shared_memory_region(self.handle, [batch])
 
-    def read_outputs(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    def read_outputs(self, rows: int) -> ModelOutputs:
         """Copies: the region is reused by the next call as soon as this one returns."""
-        anchors, coords = self.spec.decoder.num_boxes, self.spec.decoder.num_coords
-        _, (_, regressors_at), (_, logits_at) = self.slots(rows)
-        regressors = shm.get_contents_as_numpy(
-            self.handle, np.float32, (rows, anchors, coords), regressors_at
+        _, *slots = self.slots(rows)
+        return ModelOutputs(
+            *(
+                shm.get_contents_as_numpy(self.handle, dtype, (rows, *shape), offset).copy()
+                for (dtype, shape), (_, offset) in zip(output_shapes(self.spec).values(), slots, strict=True)
+            )
         )
-        logits = shm.get_contents_as_numpy(self.handle, np.float32, (rows, anchors, 1), logits_at)
-        return regressors.copy(), logits.copy()
 
 
 class RegionPool:

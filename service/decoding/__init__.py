@@ -1,9 +1,9 @@
-"""BlazeFace raw tensors -> detections, pure numpy, matching MediaPipe's face-detection graph
+"""BlazeFace candidates -> detections, pure numpy, matching MediaPipe's face-detection graph
 (`mediapipe/modules/face_detection/face_detection.pbtxt`: SsdAnchorsCalculator ->
 TensorsToDetectionsCalculator -> NonMaxSuppressionCalculator WEIGHTED).
 
     anchors.py    SSD anchor centres per model (cached)
-    boxes.py      regressors + logits -> scored boxes and 6 keypoints (normalised to the model input)
+    boxes.py      the graph's top-K candidates -> scored boxes and 6 keypoints (normalised to the input)
     blending.py   MediaPipe's weighted suppression (the default)
     nms.py        MediaPipe's plain suppression
     detections.py the `Detections` struct of arrays and the shared IoU
@@ -17,7 +17,7 @@ import numpy as np
 
 from service.decoding.anchors import generate_anchors
 from service.decoding.blending import blend
-from service.decoding.boxes import decode_boxes
+from service.decoding.boxes import decode_boxes, is_truncated
 from service.decoding.detections import Detections, iou
 from service.decoding.nms import nms
 from service.specs import ModelSpec
@@ -31,6 +31,7 @@ __all__ = [
     "decode_boxes",
     "generate_anchors",
     "iou",
+    "is_truncated",
     "nms",
     "suppress",
 ]
@@ -44,31 +45,39 @@ class Suppression(StrEnum):
 
 
 def decode(
+    scores: np.ndarray,
+    anchor_indices: np.ndarray,
     regressors: np.ndarray,
-    logits: np.ndarray,
     spec: ModelSpec,
     min_score: float | None = None,
     suppression: Suppression = Suppression.BLEND,
 ) -> Detections:
-    """One image's raw outputs -> its faces, sorted by score (highest first), normalised to the input.
+    """One image's candidates -> its faces, sorted by score (highest first), normalised to the input.
 
-    `regressors` (A, 16) and `logits` (A, 1) or (A,) are one row of the backend's batch. `min_score`
-    defaults to the model's graph threshold (`spec.decoder.min_score_thresh`).
+    `scores` (K,), `anchor_indices` (K,) and `regressors` (K, 16) are one row of the backend's outputs
+    (`ModelOutputs.row`). `min_score` defaults to the model's graph threshold
+    (`spec.decoder.min_score_thresh`).
 
     >>> from service.specs import SHORT
-    >>> A = SHORT.decoder.num_boxes
-    >>> len(decode(np.zeros((A, 16), np.float32), np.full((A, 1), -5, np.float32), SHORT))
+    >>> K = SHORT.top_k  # scores 0.01: none over the threshold
+    >>> scores, indices = np.full(K, 0.01, np.float32), np.arange(K, dtype=np.int32)
+    >>> len(decode(scores, indices, np.zeros((K, 16), np.float32), SHORT))
     0
     """
-    return suppress(candidates(regressors, logits, spec, min_score), spec, suppression)
+    return suppress(candidates(scores, anchor_indices, regressors, spec, min_score), spec, suppression)
 
 
 def candidates(
-    regressors: np.ndarray, logits: np.ndarray, spec: ModelSpec, min_score: float | None = None
+    scores: np.ndarray,
+    anchor_indices: np.ndarray,
+    regressors: np.ndarray,
+    spec: ModelSpec,
+    min_score: float | None = None,
 ) -> Detections:
     """`decode`'s first step: every detection over the threshold, in anchor order, not yet suppressed."""
     threshold = spec.decoder.min_score_thresh if min_score is None else min_score
-    return decode_boxes(regressors, logits, generate_anchors(spec.anchors), spec.decoder, threshold)
+    anchors = generate_anchors(spec.anchors)
+    return decode_boxes(scores, anchor_indices, regressors, anchors, spec.decoder, threshold)
 
 
 def suppress(dets: Detections, spec: ModelSpec, suppression: Suppression = Suppression.BLEND) -> Detections:

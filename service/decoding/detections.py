@@ -68,14 +68,6 @@ class Detections:
         idx = np.asarray(indices, dtype=np.intp)
         return Detections(self.scores[idx], self.boxes[idx], self.keypoints[idx])
 
-    def strongest(self, limit: int) -> Detections:
-        """The `limit` highest-scoring detections (of equal scores, the earlier), in the order they were;
-        these very detections when there are no more than that."""
-        if len(self) <= limit:
-            return self
-        best = np.argsort(-self.scores, kind="stable")[:limit]
-        return self.take(np.sort(best))
-
 
 def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU of one `xmin, ymin, xmax, ymax` box with each of `boxes` (N, 4) -> (N,) float32."""
@@ -107,8 +99,9 @@ class Overlaps:
     """IoU rows for a suppression loop: one matrix up front when that is small, else row by row.
 
     Both loops ask for "IoU of detection i with these others" a few times per face; numpy's per-call
-    overhead dominates at BlazeFace's usual 5-50 candidates, so one (N, N) matrix is cheaper. A very low
-    score threshold can leave thousands of candidates, where N^2 would cost memory: then go by rows.
+    overhead dominates at BlazeFace's usual 5-50 candidates, so one (N, N) matrix is cheaper. The service
+    passes at most a model's top_k (100); other callers of `blend` and `nms` may pass thousands, where N^2
+    would cost memory: then go by rows.
     """
 
     MATRIX_MAX = 256  # 256^2 float32 = 256 KiB

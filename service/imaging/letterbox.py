@@ -83,14 +83,22 @@ def letterbox(image: DecodedImage, size: int) -> tuple[np.ndarray, Letterbox]:
     ratio = size / long_side  # input pixels per original pixel
     left = (long_side - image.width) / 2 * ratio
     top = (long_side - image.height) / 2 * ratio
+    # MediaPipe's own matrix: cv::getPerspectiveTransform from the ROI square's float32 corners (centred,
+    # long side, in cv::boxPoints' order) onto the input's, then cv::warpPerspective. Samples that fall
+    # halfway between two of the warp's 1/32-pixel steps (every other one for 500 px onto 256) go the
+    # way this matrix's rounding sends them; an exact affine matrix sent them the other way and moved the
+    # back model's scores by 3e-3.
+    cx, cy, half = image.width / 2, image.height / 2, long_side / 2
+    corners = np.array(
+        [[cx - half, cy + half], [cx - half, cy - half], [cx + half, cy - half], [cx + half, cy + half]]
+    )
     # Pixel indices, centres at integers (MediaPipe's convention): decoded pixel c of a 1/s DCT decode
     # covers original pixels c*s … c*s + s-1, so its centre is original index c*s + (s-1)/2.
-    step = ratio * image.scale
-    shift = ratio * (image.scale - 1) / 2
-    matrix = np.array([[step, 0.0, left + shift], [0.0, step, top + shift]])
-    tensor = cv2.warpAffine(
+    source = ((corners - (image.scale - 1) / 2) / image.scale).astype(np.float32)
+    target = np.array([[0, size], [0, 0], [size, 0], [size, size]], np.float32)
+    tensor = cv2.warpPerspective(
         image.pixels,
-        matrix,
+        cv2.getPerspectiveTransform(source, target),
         (size, size),
         flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT,

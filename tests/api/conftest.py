@@ -11,10 +11,20 @@ import pytest
 
 from blazeface_tools.testkit.servers import app_in_thread
 from service.api.app import create_app
-from service.backends.base import Backend
+from service.backends.base import Backend, ModelOutputs
 from service.errors import BackendUnavailable
 from service.settings import Settings
 from service.specs import MODELS
+
+
+def no_faces(model: str, rows: int) -> ModelOutputs:
+    """A batch's outputs with every candidate at score 0: no face over any positive threshold."""
+    k = MODELS[model].top_k
+    return ModelOutputs(
+        scores=np.zeros((rows, k), np.float32),
+        anchor_indices=np.tile(np.arange(k, dtype=np.int32), (rows, 1)),
+        regressors=np.zeros((rows, k, 16), np.float32),
+    )
 
 
 class ScriptedBackend(Backend):
@@ -27,15 +37,12 @@ class ScriptedBackend(Backend):
         self.down = False
         self.calls = 0
 
-    async def infer(self, model: str, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    async def infer(self, model: str, batch: np.ndarray) -> ModelOutputs:
         self.calls += 1
         await asyncio.sleep(self.delay_s)
         if self.down:
             raise BackendUnavailable("scripted outage")
-        anchors = MODELS[model].decoder.num_boxes
-        return np.zeros((len(batch), anchors, 16), np.float32), np.full(
-            (len(batch), anchors, 1), -20, np.float32
-        )
+        return no_faces(model, len(batch))
 
     async def ready(self) -> bool:
         return not self.down

@@ -22,7 +22,7 @@ from tests.conftest import DATA
 
 OPTIONS = ("model", "min_score", "max_faces", "suppression", "preprocess")
 EXPECTED = {
-    "model": "model must be one of short, full",
+    "model": "model must be one of short, full, back",
     "min_score": "min_score must be a number, at least 0 and at most 1",
     "max_faces": "max_faces must be an integer, at least 1 and at most 1000",
     "suppression": "suppression must be one of blend, nms",

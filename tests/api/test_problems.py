@@ -12,6 +12,7 @@ from starlette.types import Message
 
 from blazeface_tools.testkit.servers import app_in_thread
 from service.api.app import create_app
+from service.backends.base import ModelOutputs
 from service.errors import BackendUnavailable
 from service.observer import Observer
 from service.settings import Settings
@@ -21,7 +22,7 @@ from tests.api.conftest import ScriptedBackend, jpeg
 class FailingBackend(ScriptedBackend):
     """Fails as the Triton backend does: a library error translated with `raise … from`."""
 
-    async def infer(self, model: str, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    async def infer(self, model: str, batch: np.ndarray) -> ModelOutputs:
         try:
             raise ConnectionRefusedError("triton:8001 refused the connection")
         except ConnectionRefusedError as exc:

@@ -10,6 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from blazeface_tools.testkit.servers import ServiceProcess, service_process
+from service.specs import MODELS
 from tests.conftest import DATA
 
 pytestmark = pytest.mark.slow
@@ -26,7 +27,7 @@ def post(url: str, path: Path, model: str) -> httpx.Response:
     )
 
 
-@pytest.mark.parametrize("model", ["short", "full"])
+@pytest.mark.parametrize("model", list(MODELS))
 def test_http_detections_equal_the_in_process_pipeline(
     live: ServiceProcess, detector, references, model: str
 ) -> None:  # type: ignore[no-untyped-def]

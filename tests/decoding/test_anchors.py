@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from service.decoding.anchors import generate_anchors
-from service.specs import FULL, SHORT, AnchorOptions
+from service.specs import BACK, FULL, SHORT, AnchorOptions
 
 
-@pytest.mark.parametrize("spec", [SHORT, FULL], ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", [SHORT, FULL, BACK], ids=lambda s: s.name)
 def test_count_matches_the_model_output(spec) -> None:
     anchors = generate_anchors(spec.anchors)
     assert anchors.shape == (spec.decoder.num_boxes, 2)
@@ -52,11 +52,13 @@ def test_full_layout_is_48x48x1() -> None:
     _check_grid(generate_anchors(FULL.anchors), 48, 1)
 
 
-def test_paper_rear_model_options_give_896() -> None:
-    # face_detection_back_desktop_live.pbtxt: 256x256, strides 16, 32, 32, 32 -> 16x16x2 + 8x8x6.
-    a = generate_anchors(AnchorOptions(input_size=256, strides=(16, 32, 32, 32)))
-    assert a.shape == (896, 2)
+def test_back_layout_is_16x16x2_then_8x8x6() -> None:
+    # face_detection_back_desktop_live.pbtxt: 256x256, strides 16, 32, 32, 32 -> 16x16x2 + 8x8x6, the short
+    # model's centres at twice the input size.
+    a = generate_anchors(BACK.anchors)
     _check_grid(a[:512], 16, 2)
+    _check_grid(a[512:], 8, 6)
+    np.testing.assert_array_equal(a, generate_anchors(SHORT.anchors))
 
 
 def test_cached_and_read_only() -> None:

@@ -16,9 +16,8 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from service.specs import MODELS
 from tests.deploy.conftest import DEPLOY, ROOT, onnx_engine_caches
-
-MODELS = ("short", "full")
 
 TRTEXEC = """#!/usr/bin/env bash
 echo "&&&& RUNNING TensorRT.trtexec [TensorRT $FAKE_TENSORRT] # trtexec $*"
@@ -85,7 +84,7 @@ def stamp(path: Path) -> dict[str, str]:
 def test_builds_a_stamped_plan_per_model_named_by_the_config(checkout: Path) -> None:
     result = build(checkout)
     assert result.returncode == 0, result.stderr
-    assert builds(checkout) == 2
+    assert builds(checkout) == len(MODELS)
     for model in MODELS:
         config = text_format.Parse(
             (ROOT / "triton_repo" / f"blazeface_{model}_trt" / "config.pbtxt").read_text(), mc.ModelConfig()
@@ -100,7 +99,7 @@ def test_builds_a_stamped_plan_per_model_named_by_the_config(checkout: Path) -> 
             "gpu": "NVIDIA L4",
         }
         assert re.fullmatch(r"[0-9a-f]{64}", stamp(built)["onnx_sha256"])
-        size = {"short": 128, "full": 192}[model]
+        size = MODELS[model].input_size
         assert f"--maxShapes=image:64x{size}x{size}x3" in built.read_text()
         # Nothing else: no temporary file left.
         assert sorted(p.name for p in built.parent.iterdir()) == [built.name, f"{built.name}.stamp"]
@@ -109,15 +108,15 @@ def test_builds_a_stamped_plan_per_model_named_by_the_config(checkout: Path) -> 
 def test_keeps_plans_while_their_stamps_match(checkout: Path) -> None:
     build(checkout)
     result = build(checkout)
-    assert result.returncode == 0 and builds(checkout) == 2
-    assert result.stdout.count("keeping") == 2
+    assert result.returncode == 0 and builds(checkout) == len(MODELS)
+    assert result.stdout.count("keeping") == len(MODELS)
     # Another GPU of the same compute capability runs the plan: kept, with a warning.
     result = build(checkout, gpu="NVIDIA L40S, 8.9")
-    assert builds(checkout) == 2
+    assert builds(checkout) == len(MODELS)
     assert "built on NVIDIA L4, not NVIDIA L40S" in result.stderr
     # --force rebuilds whatever the stamps say.
     assert build(checkout, args=("--force",)).returncode == 0
-    assert builds(checkout) == 4
+    assert builds(checkout) == 2 * len(MODELS)
 
 
 @pytest.mark.parametrize("change", ["tensorrt", "onnx", "no stamp"])
@@ -134,7 +133,7 @@ def test_rebuilds_when_the_stamp_disagrees(checkout: Path, change: str) -> None:
             Path(f"{plan(checkout, model, '89')}.stamp").unlink()
     result = build(checkout, tensorrt=tensorrt)
     assert result.returncode == 0, result.stderr
-    assert builds(checkout) == 4 and result.stdout.count("rebuilding") == 2
+    assert builds(checkout) == 2 * len(MODELS) and result.stdout.count("rebuilding") == len(MODELS)
     assert stamp(plan(checkout, "short", "89"))["tensorrt"] == tensorrt
 
 
@@ -143,7 +142,7 @@ def test_plans_of_other_gpu_kinds_share_the_folder(checkout: Path) -> None:
     legacy = plan(checkout, "short", "89").with_name("model.plan")
     legacy.write_text("from an older script")
     assert build(checkout, gpu="NVIDIA H200, 9.0").returncode == 0
-    assert builds(checkout) == 4
+    assert builds(checkout) == 2 * len(MODELS)
     for model in MODELS:
         assert stamp(plan(checkout, model, "89"))["gpu"] == "NVIDIA L4"
         assert stamp(plan(checkout, model, "90"))["gpu"] == "NVIDIA H200"

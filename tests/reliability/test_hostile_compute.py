@@ -24,9 +24,11 @@ import service.decoding
 from blazeface_tools.testkit.images import flat_png, scan_bomb
 from blazeface_tools.testkit.servers import app_in_thread
 from service.api.app import create_app
+from service.backends.base import ModelOutputs
 from service.backends.onnx import OnnxBackend
 from service.errors import BackendUnavailable
 from service.settings import Settings
+from service.specs import FULL
 from tests.conftest import DATA
 
 pytestmark = pytest.mark.slow
@@ -68,7 +70,7 @@ class CountingBackend(OnnxBackend):
         self.images = 0
         self._fail_next = fail_first
 
-    async def infer(self, model: str, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    async def infer(self, model: str, batch: np.ndarray) -> ModelOutputs:
         if self._fail_next:
             self._fail_next = False
             raise BackendUnavailable("scripted failure")
@@ -121,7 +123,7 @@ def test_a_low_min_score_is_capped_and_post_processed_off_the_event_loop(
 ) -> None:
     # At min_score=1e-9 about 2200 of the full model's 2304 anchors pass; NMS over all of them took
     # ~90 ms of Python on the event loop (normal requests' p50 went from ~10 to ~240 ms under 4 such
-    # clients). Now suppression sees at most MAX_CANDIDATES of them, in a thread.
+    # clients). Now the graph returns only its top_k best, and suppression of those runs in a thread.
     suppressed: list[tuple[int, bool]] = []  # (candidates, on the event loop)
     real_nms = service.decoding.nms
 
@@ -136,7 +138,7 @@ def test_a_low_min_score_is_capped_and_post_processed_off_the_event_loop(
 
     monkeypatch.setattr(service.decoding, "nms", spying_nms)
     image = base64.b64encode(PHOTO).decode()
-    with server(max_candidates=64) as url:
+    with server() as url:
         hostile = httpx.post(
             f"{url}/detect",
             json={"image": image, "min_score": 1e-9, "model": "full", "suppression": "nms"},
@@ -145,14 +147,14 @@ def test_a_low_min_score_is_capped_and_post_processed_off_the_event_loop(
         normal = httpx.post(f"{url}/detect?model=full&suppression=nms", **raw(PHOTO, "image/jpeg"))
     assert hostile.status_code == 200 and normal.status_code == 200
     (hostile_candidates, hostile_on_loop), (normal_candidates, normal_on_loop) = suppressed
-    assert hostile_candidates <= 64
+    assert hostile_candidates <= FULL.top_k
     assert not hostile_on_loop
     body = hostile.json()
-    assert len(body["faces"]) <= 64
-    assert body.get("candidates_dropped", 0) > 1000  # the answer says it is incomplete
-    # A normal request is untouched: few candidates, suppressed inline, nothing dropped, its one face.
+    assert len(body["faces"]) <= FULL.top_k
+    assert body["candidates_truncated"] is True  # the answer says it may be incomplete
+    # A normal request is untouched: few candidates, suppressed inline, nothing cut, its one face.
     assert normal_candidates <= 32 and normal_on_loop
-    assert normal.json().get("candidates_dropped") == 0 and len(normal.json()["faces"]) == 1
+    assert normal.json()["candidates_truncated"] is False and len(normal.json()["faces"]) == 1
 
 
 # --- row 2: admission before decode, priced by the header's pixels ---------------------------------

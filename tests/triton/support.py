@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from blazeface_tools import TRITON_REPO
+from service.backends.base import ModelOutputs
 from service.backends.triton import TritonBackend
 from service.backends.triton_shm import SHM_DIR
 from service.specs import MODELS, get_spec
@@ -36,11 +37,12 @@ def assert_matches(
     sessions: dict[str, ort.InferenceSession],
     model: str,
     batch: np.ndarray,
-    got: tuple[np.ndarray, np.ndarray],
+    got: ModelOutputs,
 ) -> None:
-    expected = sessions[model].run(["regressors", "logits"], {"image": batch})
-    for name, value, reference in zip(("regressors", "logits"), got, expected, strict=True):
-        assert value.shape == reference.shape and value.dtype == np.float32, name
+    assert isinstance(got, ModelOutputs)
+    expected = sessions[model].run(list(ModelOutputs._fields), {"image": batch})
+    for name, value, reference in zip(ModelOutputs._fields, got, expected, strict=True):
+        assert value.shape == reference.shape and value.dtype == reference.dtype, name
         np.testing.assert_allclose(value, reference, rtol=0, atol=1e-5, err_msg=name)
 
 

@@ -29,6 +29,7 @@ from blazeface_tools.testkit.servers import ServiceProcess, service_process
 from blazeface_tools.triton_cpu.server import TritonServer
 from service.api.problems import PROBLEM_MEDIA_TYPE
 from service.api.schemas import face_dict
+from service.specs import MODELS
 from tests.conftest import DATA
 
 pytestmark = pytest.mark.slow
@@ -208,14 +209,14 @@ def flat(value: Any) -> list[float]:
 def test_http_on_triton_equals_the_embedded_backend(
     triton_server: TritonServer, detector: Any, references: dict[str, Any], tmp_path: Path
 ) -> None:
-    worst, faces = 0.0, {"short": 0, "full": 0}
+    worst, faces = 0.0, dict.fromkeys(MODELS, 0)
     with (
         service_process(tmp_path, BACKEND="triton", TRITON_URL=triton_server.grpc_url) as api,
         httpx.Client(timeout=30) as client,
     ):
         for name in references["photos"]:
             data = (PHOTOS / name).read_bytes()
-            for model in ("short", "full"):
+            for model in MODELS:
                 response = post(client, api.url, data, model, preprocess="exact")
                 assert response.status_code == 200, (name, model, response.text)
                 body = response.json()
@@ -229,8 +230,8 @@ def test_http_on_triton_equals_the_embedded_backend(
                     worst = max(worst, difference)
                 faces[model] += len(expected)
     print(
-        f"\nHTTP on Triton vs embedded ONNX Runtime: {len(references['photos'])} photos × 2 models, "
-        f"{faces} faces, max |difference| {worst:.3g} (score, pixels, degrees)"
+        f"\nHTTP on Triton vs embedded ONNX Runtime: {len(references['photos'])} photos × "
+        f"{len(MODELS)} models, {faces} faces, max |difference| {worst:.3g} (score, pixels, degrees)"
     )
     assert min(faces.values()) > 20
 

@@ -19,7 +19,11 @@ from service.settings import TRITON_IMAGES_IN_FLIGHT, Settings, triton_inflight_
 from service.specs import MODELS
 
 KINDS = ("cpu", "onnx", "trt")
-ONNX_TO_TRITON = {onnx.TensorProto.UINT8: mc.TYPE_UINT8, onnx.TensorProto.FLOAT: mc.TYPE_FP32}
+ONNX_TO_TRITON = {
+    onnx.TensorProto.UINT8: mc.TYPE_UINT8,
+    onnx.TensorProto.FLOAT: mc.TYPE_FP32,
+    onnx.TensorProto.INT32: mc.TYPE_INT32,
+}
 
 
 def load_config(path: Path) -> mc.ModelConfig:
@@ -141,7 +145,7 @@ def test_tensorrt_config(model: str) -> None:
     plans = dict(config.cc_model_filenames)
     assert plans and all(re.fullmatch(r"\d+\.\d", cc) for cc in plans)
     assert plans == {cc: f"model_sm{cc.replace('.', '')}.plan" for cc in plans}
-    assert plans == dict(config_of("short", "trt").cc_model_filenames)  # one list for both models
+    assert plans == dict(config_of("short", "trt").cc_model_filenames)  # one list for every model
     assert "9.0" in plans  # H100/H200, the GPU checked in loadtest/gpu_check.py
 
 
@@ -176,17 +180,19 @@ def test_backend_names_what_disagrees() -> None:
     wrong = mc.ModelConfig()
     wrong.CopyFrom(config)
     wrong.input[0].data_type = mc.TYPE_FP32
-    del wrong.output[1].dims[:]
-    wrong.output[1].dims.extend([2304, 1])
+    wrong.output[1].data_type = mc.TYPE_INT64
+    del wrong.output[2].dims[:]
+    wrong.output[2].dims.extend([896, 16])  # every anchor's, as before the graph chose candidates
     assert config_problems(wrong, MODELS["short"], 16) == [
         "image is TYPE_FP32 [128, 128, 3], service/specs.py has TYPE_UINT8 [128, 128, 3]",
-        "logits is TYPE_FP32 [2304, 1], service/specs.py has TYPE_FP32 [896, 1]",
+        "anchor_indices is TYPE_INT64 [100], service/specs.py has TYPE_INT32 [100]",
+        "regressors is TYPE_FP32 [896, 16], service/specs.py has TYPE_FP32 [100, 16]",
     ]
     # The other model's config behind this model's name.
     problems = config_problems(config_of("full", "cpu"), MODELS["short"], 16)
-    assert len(problems) == 3 and all("service/specs.py" in p for p in problems)
+    assert problems == ["image is TYPE_UINT8 [192, 192, 3], service/specs.py has TYPE_UINT8 [128, 128, 3]"]
     del wrong.output[0:1]
-    assert "it has no tensor 'regressors'" in config_problems(wrong, MODELS["short"], 16)
+    assert "it has no tensor 'scores'" in config_problems(wrong, MODELS["short"], 16)
 
 
 @pytest.mark.parametrize("model", MODELS)

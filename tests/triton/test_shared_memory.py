@@ -166,8 +166,8 @@ from service.backends.triton_shm import RegionPool, region_prefix
 from service.specs import MODELS
 logging.basicConfig(level=logging.WARNING, stream=sys.stdout)
 pool = RegionPool(None, region_prefix(), TritonSettings(max_batch=16), ())  # acquire never calls Triton
-assert pool.acquire(MODELS["short"], 16) is not None  # 1.7 MiB: fits the 4 MiB /dev/shm
-assert pool.acquire(MODELS["full"], 16) is None  # 4.1 MiB: does not
+assert pool.acquire(MODELS["short"], 16) is not None  # 0.86 MiB: fits the 2 MiB /dev/shm
+assert pool.acquire(MODELS["full"], 16) is None  # 1.8 MiB: does not, beside it
 assert pool.acquire(MODELS["full"], 16) is None  # and is not tried again
 print("survived")
 """
@@ -177,7 +177,7 @@ def test_a_full_dev_shm_stops_the_pool_growing_instead_of_crashing(tmp_path: Pat
     """Without its pages reserved, a region on a full tmpfs is a SIGBUS at the first write."""
     if not can_unshare():
         pytest.skip("unshare --mount is not permitted here (needs CAP_SYS_ADMIN)")
-    script = 'mount -t tmpfs -o size=4m tmpfs /dev/shm && exec "$0" -c "$1"'
+    script = 'mount -t tmpfs -o size=2m tmpfs /dev/shm && exec "$0" -c "$1"'
     result = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, sys.executable, FULL_DEV_SHM],
         capture_output=True,

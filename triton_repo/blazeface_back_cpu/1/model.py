@@ -1,0 +1,1 @@
+../../blazeface_short_cpu/1/model.py
