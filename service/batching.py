@@ -115,6 +115,11 @@ class MicroBatcher:
     def depth(self) -> int:
         return len(self._queue)
 
+    @property
+    def _taken(self) -> int:
+        """Queue places in use: images queued and places reserved for images still decoding."""
+        return len(self._queue) + self._reserved
+
     def start(self) -> None:
         if self._closed:
             raise RuntimeError("a closed batcher cannot be restarted")
@@ -139,7 +144,7 @@ class MicroBatcher:
 
     def has_room(self) -> bool:
         """Whether one more image would be admitted now: a cheap check before a request's body is read."""
-        return not self._closed and len(self._queue) + self._reserved < self._options.max_queue
+        return not self._closed and self._taken < self._options.max_queue
 
     def reserve(self, places: int) -> Reservation:
         """Hold `places` in the queue for one request's images, all or none."""
@@ -150,7 +155,7 @@ class MicroBatcher:
             raise BatchTooLarge(
                 f"{places} images can never fit the {self.model} queue of {limit} (MAX_QUEUE)"
             )
-        taken = len(self._queue) + self._reserved
+        taken = self._taken
         if taken + places > limit:
             raise Overloaded(
                 f"{self.model} queue holds or expects {taken} of {limit} images", retry_after_s=1
