@@ -74,7 +74,8 @@ def metrics_dir(pid: int) -> Path:
 def own_queue_depth(directory: Path, pid: int) -> float:
     """One worker's current depth summed over models, read from its own gauge file."""
     path = directory / f"gauge_livesum_{pid}.db"
-    if not path.exists():
+    # A worker creates its file, then sizes it: until then (missing or empty) it has recorded nothing.
+    if not path.exists() or path.stat().st_size < 8:
         return 0.0
     values = MmapedDict.read_all_values_from_file(str(path))
     return sum(value for key, value, _, _ in values if "blazeface_queue_depth" in key)
