@@ -37,7 +37,8 @@ class ApiError(Exception):
     """A request that failed for good: the service's problem+json, or one made here (see `NO_ANSWER`)."""
 
     def __init__(self, problem: Problem) -> None:
-        super().__init__(f"{problem.status} {problem.title}: {problem.detail}")
+        named = f" (request_id {problem.request_id})" if problem.request_id else ""
+        super().__init__(f"{problem.status} {problem.title}: {problem.detail}{named}")
         self.problem = problem
 
     @property
@@ -141,7 +142,11 @@ def _answer(sent: httpx.Response | Exception) -> httpx.Response:
             problem = Problem.model_validate_json(sent.content)
         except ValueError:  # not problem+json: a proxy's error page, say
             problem = Problem(
-                type="about:blank", title=sent.reason_phrase, status=sent.status_code, detail=sent.text[:200]
+                type="about:blank",
+                title=sent.reason_phrase,
+                status=sent.status_code,
+                detail=sent.text[:200],
+                request_id=sent.headers.get("x-request-id"),
             )
         raise ApiError(problem)
     return sent

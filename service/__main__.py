@@ -9,6 +9,7 @@ from types import FrameType
 
 import uvicorn
 
+from service.logs import log_config
 from service.settings import get_settings
 
 
@@ -35,6 +36,7 @@ def main() -> None:
         timeout_graceful_shutdown=settings.shutdown_grace_s,
         ws_max_size=settings.max_body_bytes,
         ws="service.api.ws_protocol:BoundedWebSocketProtocol",  # bounded pongs, see the module
+        log_config=log_config(settings.log_format),
         log_level="info",
         access_log=False,
     )

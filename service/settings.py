@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.logs import LogFormat
 from service.specs import ModelName
 
 
@@ -43,6 +44,8 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
     backend: Literal["onnx", "triton"] = "onnx"
     shutdown_grace_s: float = Field(20.0, gt=0, description="in-flight requests get this long on SIGTERM")
+    log_format: LogFormat = Field("text", description="text, or json: one JSON object per line")
+    access_log: bool = Field(False, description="one log line per HTTP request (with its request id)")
 
     # --- request defaults and limits ---
     default_model: ModelName = "short"

@@ -17,6 +17,7 @@ from service import __version__, metrics
 from service.api import problems, stream
 from service.api.limits import BodyLimitMiddleware
 from service.api.observability import RequestMetricsMiddleware
+from service.api.request_id import RequestIdMiddleware
 from service.api.routes import router
 from service.backends.base import Backend
 from service.backends.factory import make_backend
@@ -70,8 +71,9 @@ def create_app(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type"],
-            expose_headers=["Server-Timing"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["Server-Timing", "X-Request-ID"],
         )
-    app.add_middleware(RequestMetricsMiddleware, observer=observer)
+    app.add_middleware(RequestMetricsMiddleware, observer=observer, access_log=settings.access_log)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every answer and log line inside has the id
     return app

@@ -1,12 +1,16 @@
-"""Request count and latency by route and status, for every response including errors."""
+"""Request count and latency by route and status, for every response including errors; with
+`ACCESS_LOG`, a log line for each as well."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.observer import Observer
+
+log = logging.getLogger(__name__)
 
 # Fixed route labels keep cardinality low whatever paths clients probe.
 ROUTES = frozenset(
@@ -15,9 +19,10 @@ ROUTES = frozenset(
 
 
 class RequestMetricsMiddleware:
-    def __init__(self, app: ASGIApp, observer: Observer) -> None:
+    def __init__(self, app: ASGIApp, observer: Observer, access_log: bool = False) -> None:
         self.app = app
         self.observer = observer
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -36,4 +41,15 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, recording_send)
         finally:
-            self.observer.on_request(route, status, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self.observer.on_request(route, status, seconds)
+            if self.access_log:
+                method, path, ms = scope["method"], scope["path"], round(seconds * 1000, 2)
+                log.info(
+                    "%s %s %d %.1f ms",
+                    method,
+                    path,
+                    status,
+                    ms,
+                    extra={"method": method, "path": path, "status": status, "duration_ms": ms},
+                )

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import Overloaded, ServiceError
+from service.logs import current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,9 @@ def problem_for(exc: ServiceError) -> dict[str, Any]:
 
 
 def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    """The answer to a request; it names the request's id (`request_id.py`) so it can be found in the logs."""
+    if (request_id := current_request_id.get()) is not None:
+        body = {**body, "request_id": request_id}
     return Response(
         orjson.dumps(body), status_code=body["status"], media_type=PROBLEM_MEDIA_TYPE, headers=headers
     )

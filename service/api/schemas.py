@@ -138,6 +138,9 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
+    request_id: str | None = Field(
+        None, description="the request's X-Request-ID (given or made): find it in the service's logs"
+    )
 
 
 class Readiness(BaseModel):

@@ -28,6 +28,8 @@ def test_client_detect_and_batch(live) -> None:  # type: ignore[no-untyped-def]
             client.detect(b"")
         assert isinstance(error.value.problem, Problem)
         assert error.value.status == 400 and error.value.problem.title
+        request_id = error.value.problem.request_id
+        assert request_id and f"(request_id {request_id})" in str(error.value)  # to find it in the logs
         assert client.retries == 0
 
 

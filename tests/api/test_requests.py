@@ -20,7 +20,8 @@ def assert_problem(response: httpx.Response, status: int) -> dict:
     assert response.headers["content-type"] == PROBLEM
     body = response.json()
     assert body["status"] == status
-    assert set(body) == {"type", "title", "status", "detail"}
+    assert set(body) == {"type", "title", "status", "detail", "request_id"}
+    assert body["request_id"] == response.headers["x-request-id"]
     assert "Traceback" not in body["detail"] and "/work" not in body["detail"]
     return body
 

@@ -199,20 +199,26 @@ def healthy_round(url: str) -> int:
     return len(statuses)
 
 
-def hang_triton(triton: TritonServer, url: str, seconds: float = 2.5) -> int:
-    """SIGSTOPs Triton for `seconds` of traffic, which the API answers 504 (calls timing out) and 503 (a
-    breaker open), then waits until it answers 200 again; returns the requests sent. Over two scrapes
-    and more: a 5xx series is born at its first 5xx, and rate() counts only what it gains after its first
-    sample."""
+def hang_triton(triton: TritonServer, url: str, prometheus: Prometheus, seconds: float = 2.5) -> int:
+    """SIGSTOPs Triton for `seconds` of traffic and more, which the API answers 504 (calls timing out) and
+    503 (a breaker open), then waits until it answers 200 again; returns the requests sent. rate() counts
+    only what a series gains after its first sample, and a 5xx series is born at its first 5xx: so the
+    hang lasts until Prometheus has held a 5xx sample for `seconds` (a few 1 s scrapes) as well, however
+    late a loaded machine scrapes."""
     statuses: list[int] = []
     until = time.monotonic() + seconds
+    deadline = until + 20
+    seen_at: float | None = None
     triton.pause()
     # One connection, so one worker: its breaker opens after BREAKER_FAILURES timeouts.
     with httpx.Client() as client:
         try:
-            while time.monotonic() < until:
+            while seen_at is None or time.monotonic() < max(until, seen_at + seconds):
+                assert time.monotonic() < deadline, "Prometheus never scraped a 5xx"
                 statuses.append(detect(url, GOOD, client=client))
                 time.sleep(0.05)
+                if seen_at is None and prometheus.query('sum(blazeface_requests_total{status=~"5.."})'):
+                    seen_at = time.monotonic()
         finally:
             triton.resume()
     assert {503, 504} <= set(statuses), statuses
@@ -268,7 +274,7 @@ def run(built_models: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             requests += healthy_round(api.url)
             time.sleep(1.0)
         healthy_at = wait_until_scraped(prometheus, time.time(), requests)
-        requests += hang_triton(triton, api.url)
+        requests += hang_triton(triton, api.url, prometheus)
         # Twice: a series born in the hang (503, CircuitOpen) needs two samples before rate() sees it.
         wait_until_scraped(prometheus, wait_until_scraped(prometheus, time.time(), requests), requests)
         yield Run(prometheus, healthy_at)
