@@ -5,8 +5,9 @@
 
 First the capacity, open loop as the overload itself (requests sent on a fixed schedule whether or not
 earlier ones were answered, as real clients do): a ramp of rates from a closed-loop estimate, and the
-capacity is the best goodput the ramp reached. Then 2× and 4× that rate. The mix is the benchmark photo
-mix (640×480 … 12 MP JPEGs) with one large, cheap-to-send PNG in every `--large-every` requests.
+capacity is the best goodput the ramp reached (it stops once two steps in a row add less than 5 %).
+Then 2× and 4× that rate. The mix is the benchmark photo mix (640×480 … 12 MP JPEGs) with one large,
+cheap-to-send PNG in every `--large-every` requests.
 Reports per phase: goodput (200s within REQUEST_TIMEOUT_S, per second), refusals (429/503) and their
 latency, p99 of admitted requests, the latest answer, unanswered requests, and the server's peak RSS
 (all its processes); writes loadtest/results/overload.json. A benchmark, not a test: nothing asserts,
@@ -177,8 +178,16 @@ def main() -> None:
         base = (estimate.requests - estimate.errors) / estimate.seconds
         ramp: list[Phase] = []
         step = args.ramp_start
-        # Up until the goodput stops growing (by 5 %): the capacity is the best the ramp reached.
-        while len(ramp) < 8 and (len(ramp) < 2 or ramp[-1].goodput > 1.05 * ramp[-2].goodput):
+
+        # Up until two steps in a row add less than 5 % to the best goodput so far (one step alone is
+        # noisy): the capacity is the best the ramp reached.
+        def growing() -> bool:
+            if len(ramp) < 3:
+                return True
+            before = max(phase.goodput for phase in ramp[:-2])
+            return max(ramp[-1].goodput, ramp[-2].goodput) > 1.05 * before
+
+        while len(ramp) < 10 and growing():
             phase = Phase(f"ramp {step:g}× closed-loop rate", step * base, args.capacity_seconds)
             asyncio.run(open_loop(url, requests, phase, server.process.pid))
             ramp.append(phase)

@@ -84,14 +84,23 @@ class PixelBudget:
     the whole budget (a legitimate batch of many large photos) is admitted only while nothing else is
     held: it then waits for no one, and its own deadline bounds its work (decodes still queued at the
     deadline are dropped). Memory is not at stake here: only the decode threads hold decoded pixels.
+
+    Once a request has been refused for room, the budget counts as `full` (new requests are refused
+    before their body is read, `Engine.check_room`) until the decoders have worked it down to its
+    low-water mark: under overload most refusals then cost no upload, and the decoders still have
+    LOW_WATER of the budget queued when admission reopens.
     """
+
+    LOW_WATER = 0.75  # of the capacity
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.used = 0
+        self._refusing = False
 
     def take(self, pixels: int) -> None:
         if self.used and self.used + pixels > self.capacity:
+            self._refusing = True
             raise Overloaded(
                 f"decoders hold or expect {self.used} of {self.capacity} pixels", retry_after_s=1
             )
@@ -99,10 +108,12 @@ class PixelBudget:
 
     def release(self, pixels: int) -> None:
         self.used -= pixels
+        if self.used <= self.LOW_WATER * self.capacity:
+            self._refusing = False
 
     @property
     def full(self) -> bool:
-        return self.used >= self.capacity
+        return self._refusing or self.used >= self.capacity
 
 
 def _decode_thread_started() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -16,8 +17,11 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 
 from blazeface_tools import CHECKOUT
+from service.api.protocol import BoundedHttpToolsProtocol
+from service.api.ws_protocol import BoundedWebSocketProtocol
 
 REPO = CHECKOUT
 
@@ -84,9 +88,18 @@ def service_process(
 
 
 @contextlib.contextmanager
-def app_in_thread(app: object) -> Iterator[str]:
-    """A real uvicorn server for an app built in this process (e.g. with a scripted backend)."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on")  # type: ignore[arg-type]
+def app_in_thread(app: FastAPI) -> Iterator[str]:
+    """A real uvicorn server for an app built in this process (e.g. with a scripted backend), with the
+    service's own HTTP protocol and WebSocket protocol on the app's settings, as `python -m service`."""
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=free_port(),
+        log_level="warning",
+        lifespan="on",
+        http=functools.partial(BoundedHttpToolsProtocol, settings=app.state.settings),  # type: ignore[arg-type]
+        ws=BoundedWebSocketProtocol,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

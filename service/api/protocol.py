@@ -9,7 +9,10 @@ any of our code ran. Here, per connection:
   `MAX_HEADER_BYTES`; a head still incomplete by then is answered 431;
 - the request target is counted as the parser hands it over; past `MAX_URL_BYTES`, 414;
 - past `MAX_CONNECTIONS` open connections in this worker (HTTP, idle keep-alive and WebSocket alike),
-  a new connection is answered 503 at once, before anything is read from it.
+  a new connection is answered 503 at once, before anything is read from it;
+- a connection whose answer came before its request body had all arrived (the app's refusals and
+  limits, sent with `Connection: close`) is not reset but closed with a linger, here at the transport:
+  see `_linger`.
 
 These answers are written here, below the ASGI app: problem+json with `Connection: close`, not counted
 in `blazeface_requests_total` (no request reached the app), one log line each. Passed to uvicorn as
@@ -28,18 +31,43 @@ from typing import Any
 
 import orjson
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
-from service.api.limits import LINGER_MAX_BYTES, LINGER_S
 from service.api.problems import PROBLEM_MEDIA_TYPE, problem_body
 from service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 
+# What a lingering close (`BoundedHttpToolsProtocol._linger`) reads and discards at most, in time and bytes.
+LINGER_S = 1.0
+LINGER_MAX_BYTES = 64 * 1024 * 1024
+
+
 class _UrlTooLong(Exception):
     """Raised in the parser's URL callback: the only way to stop httptools mid-buffer."""
+
+
+class _LingeringTransport:
+    """The transport as one request's cycle sees it. uvicorn closes the connection as soon as an answer
+    with `Connection: close` is sent; if the request body is still arriving, that close would reset the
+    connection (unread data → RST) and a client still sending could lose the answer. Such a close
+    lingers instead (`BoundedHttpToolsProtocol._linger`); every other call goes to the transport."""
+
+    def __init__(self, protocol: BoundedHttpToolsProtocol, cycle: RequestResponseCycle) -> None:
+        self._protocol = protocol
+        self._cycle = cycle
+        self._transport = protocol.transport
+
+    def close(self) -> None:
+        if self._cycle.response_complete and self._cycle.more_body and not self._cycle.disconnected:
+            self._protocol._linger()
+        else:
+            self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -121,7 +149,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_left = None
+        previous = self.cycle
         super().on_headers_complete()
+        if self.cycle is not None and self.cycle is not previous:  # a request (not a WebSocket upgrade)
+            self.cycle.transport = _LingeringTransport(self, self.cycle)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         # The next request on this connection (what of it this read already holds goes uncounted).
@@ -129,9 +160,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def _refuse(self, status: int, title: str, detail: str, slug: str, retry_after: bool = False) -> None:
-        """Answer and close. Closing with unread input would reset the connection and a client still
-        sending could lose the answer, so (as `limits.BodyLimitMiddleware` does) the connection first
-        half-closes and discards what arrives until the client closes too or LINGER_S passes."""
+        """Answer and close, with a linger."""
         if status != 414:  # uvicorn has logged that one ("Invalid HTTP request received.")
             log.warning("refused a connection with %d: %s", status, detail)
         body = orjson.dumps(problem_body(status, title, detail, slug))
@@ -145,6 +174,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         ]:
             head += [name, b": ", value, b"\r\n"]
         self.transport.write(b"".join([*head, b"\r\n", body]))
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after an answer sent while the client may still be sending: closing with unread input
+        would reset the connection, and a client still sending could lose the answer. So the connection
+        half-closes (the client reads the answer and end of stream) and discards what still arrives,
+        unparsed and outside the app, until the client closes too, LINGER_MAX_BYTES have come, or
+        LINGER_S passes: an "HTTP lingering close", as nginx does."""
+        if self._refused:
+            return
         self._refused = True
         if self.transport.can_write_eof():
             self.transport.write_eof()
