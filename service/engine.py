@@ -100,7 +100,8 @@ class PixelBudget:
 
     def take(self, pixels: int) -> None:
         if self.used and self.used + pixels > self.capacity:
-            self._refusing = True
+            # (Not when the room is there and only this request is too big: nothing would reopen it soon.)
+            self._refusing = self.used > self.LOW_WATER * self.capacity
             raise Overloaded(
                 f"decoders hold or expect {self.used} of {self.capacity} pixels", retry_after_s=1
             )
