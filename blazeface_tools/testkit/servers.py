@@ -99,6 +99,7 @@ def app_in_thread(app: FastAPI) -> Iterator[str]:
         lifespan="on",
         http=functools.partial(BoundedHttpToolsProtocol, settings=app.state.settings),  # type: ignore[arg-type]
         ws=BoundedWebSocketProtocol,
+        ws_max_size=app.state.settings.max_body_bytes,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
