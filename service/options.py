@@ -13,7 +13,7 @@ the transport, and never an echo of what was sent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal, Self, get_args, get_origin
 
@@ -88,6 +88,20 @@ class RequestOptions(BaseModel):
     def given(self) -> dict[str, Any]:
         """The detection options this request set, a null included (it asks for the service default)."""
         return self.model_dump(include=self.model_fields_set & RequestOptions.model_fields.keys())
+
+
+def refuse_repeated(
+    pairs: Iterable[tuple[str, Any]], where: str, options: type[RequestOptions] = RequestOptions
+) -> None:
+    """Refuse an option of `options` given more than once in a query string or form: which value was
+    meant would be a guess. Other repeated keys are the option model's to judge (ignored in a query,
+    refused in a form)."""
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name in options.model_fields:
+            if name in seen:
+                raise InvalidOption(f"{name} is given more than once in the {where}")
+            seen.add(name)
 
 
 class QueryOptions(RequestOptions):

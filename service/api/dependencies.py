@@ -3,7 +3,7 @@
 Options come from the query string (`QueryOptions`, which also gives FastAPI the documented query
 parameters) and, for a JSON or multipart body, from the body: a value in the body overrides the query's,
 and so does a null, which asks for the service default. Both are validated by the one options model, so
-an invalid value is the same 422 problem whichever carried it.
+an invalid value, or an option given twice, is the same 422 problem whichever carried it.
 
 The dependencies are `async def`: FastAPI runs a sync dependency in a worker thread, two thread hops
 per request that cost more than the decoder.
@@ -20,7 +20,7 @@ from fastapi import Query, Request
 from starlette.requests import HTTPConnection
 
 from service.api.uploads import read_form, read_image
-from service.options import DetectOptions, QueryOptions
+from service.options import DetectOptions, QueryOptions, refuse_repeated
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ def resolve_options(connection: HTTPConnection, *given: Mapping[str, Any]) -> De
 async def image_upload(request: Request, query: Annotated[QueryOptions, Query()]) -> Upload:
     """`/detect`: one image as multipart, raw bytes or base64 JSON."""
     deadline = _deadline(request)
+    refuse_repeated(request.query_params.multi_items(), "query string")
     _check_room(request, query)
     data, body_options = await read_image(request)
     return Upload([data], resolve_options(request, query.given(), body_options), deadline)
@@ -50,6 +51,7 @@ async def image_upload(request: Request, query: Annotated[QueryOptions, Query()]
 async def batch_upload(request: Request, query: Annotated[QueryOptions, Query()]) -> Upload:
     """`/detect/batch`: multipart file fields named `images`."""
     deadline = _deadline(request)
+    refuse_repeated(request.query_params.multi_items(), "query string")
     _check_room(request, query)
     max_files = request.app.state.settings.max_batch_images
     images, body_options = await read_form(request, "images", max_files=max_files)

@@ -39,7 +39,7 @@ from service.api.dependencies import resolve_options
 from service.api.problems import problem_for, problem_response
 from service.api.schemas import detect_response
 from service.errors import Forbidden, InputError, InvalidOption, ServiceError, Unauthorized
-from service.options import StreamOptions
+from service.options import StreamOptions, refuse_repeated
 from service.tracking import SmoothingOptions, Tracker
 
 router = APIRouter()
@@ -59,6 +59,7 @@ async def stream(websocket: WebSocket) -> None:
         verify_stream_key(headers.get("authorization", ""), subprotocols, settings.api_keys)
         # Validated here, not as a FastAPI dependency: its errors would escape before the handshake
         # could be refused.
+        refuse_repeated(websocket.query_params.multi_items(), "query string", StreamOptions)
         query = StreamOptions.model_validate(dict(websocket.query_params))
     except (Forbidden, Unauthorized, InvalidOption) as exc:
         await _refuse(websocket, exc)

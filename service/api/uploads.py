@@ -18,7 +18,7 @@ from starlette.requests import Request
 
 from service.api.schemas import DetectJsonRequest
 from service.errors import ImageDecodeError, InputError, InvalidOption, UnsupportedMediaType
-from service.options import RequestOptions
+from service.options import RequestOptions, refuse_repeated
 
 RAW_TYPES = ("image/", "application/octet-stream")
 
@@ -58,8 +58,9 @@ async def read_form(request: Request, field: str, max_files: int) -> tuple[list[
         uploads = [item for item in form.getlist(field) if isinstance(item, UploadFile)]
         if not uploads:
             raise InvalidOption(f"multipart body has no file field named {field!r}")
-        # The last of repeated fields wins, as in a query string.
-        options = RequestOptions.model_validate({key: value for key, value in form.items() if key != field})
+        fields = [(key, value) for key, value in form.multi_items() if key != field]
+        refuse_repeated(fields, "multipart body")
+        options = RequestOptions.model_validate(dict(fields))
         return [await upload.read() for upload in uploads], options.given()
     finally:
         await form.close()

@@ -96,7 +96,11 @@ def via_batch_form(url: str, name: str, value: Any) -> tuple[int, dict[str, Any]
 
 
 def via_stream(url: str, name: str, value: Any) -> tuple[int, dict[str, Any]]:
-    with pytest.raises(InvalidStatus) as refused, connect(ws_url(url, {name: as_text(value)})):
+    return stream_refusal(ws_url(url, {name: as_text(value)}))
+
+
+def stream_refusal(stream_url: str) -> tuple[int, dict[str, Any]]:
+    with pytest.raises(InvalidStatus) as refused, connect(stream_url):
         pass
     response = refused.value.response
     assert response.headers["content-type"] == "application/problem+json"
@@ -133,6 +137,34 @@ def test_an_unknown_key_is_refused_in_a_body_and_ignored_in_a_query(url: str) ->
     with connect(ws_url(url, {"cache": "123"})) as socket:
         socket.send(jpeg())
         assert json.loads(socket.recv(timeout=10))["model"] == "full"
+
+
+TWICE = {"model": "short", "min_score": "0.5", "max_faces": "2", "suppression": "nms", "preprocess": "exact"}
+
+
+@pytest.mark.parametrize("name", OPTIONS)
+def test_an_option_given_twice_is_refused_by_every_text_transport(url: str, name: str) -> None:
+    """Which of two values was meant would be a guess, so neither is taken."""
+    twice = [(name, TWICE[name])] * 2
+    fields = [(key, (None, value)) for key, value in twice]
+    image = ("a.jpg", jpeg(), "image/jpeg")
+    answers = {
+        "query": problem(
+            httpx.post(f"{url}/detect", params=twice, content=jpeg(), headers={"content-type": "image/jpeg"})
+        ),
+        "form": problem(httpx.post(f"{url}/detect", files=[("image", image), *fields])),
+        "batch-form": problem(httpx.post(f"{url}/detect/batch", files=[("images", image), *fields])),
+        "stream": stream_refusal(f"{ws_url(url, {})}{httpx.QueryParams(twice)}"),
+    }
+    for transport, (status, body) in answers.items():
+        where = "multipart body" if "form" in transport else "query string"
+        assert (status, body["detail"]) == (422, f"{name} is given more than once in the {where}"), transport
+
+
+def test_a_repeated_key_that_is_no_option_is_still_ignored_in_a_query(url: str) -> None:
+    image = {"content": jpeg(), "headers": {"content-type": "image/jpeg"}}
+    assert httpx.post(f"{url}/detect", params=[("cache", "1"), ("cache", "2")], **image).status_code == 200
+    assert stream_refusal(f"{ws_url(url, {})}smooth=true&smooth=false")[0] == 422  # /stream's own option
 
 
 def test_a_bad_key_on_the_stream_is_the_http_401(make_server) -> None:  # type: ignore[no-untyped-def]
