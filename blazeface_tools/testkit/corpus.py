@@ -562,7 +562,8 @@ def build_corpus(
         query="model=huge",
         **_multipart("images", jpeg),
     )
-    add("query option repeated (last wins)", "query", 200, query="model=full&model=short", **_raw(jpeg))
+    add("query option repeated", "query", 422, query="model=full&model=short", **_raw(jpeg))
+    add("query unknown key repeated (ignored)", "query", 200, query="cache=1&cache=2", **_raw(jpeg))
     add("query unknown option (ignored)", "query", 200, query="colour=red", **_raw(jpeg))
 
     # Body size limits.
