@@ -538,6 +538,8 @@ def build_corpus(
         **_raw(b'{"image": "", "min_score": 1e99999}', "application/json"),
     )
     add("JSON truncated", "json", 422, **_raw(orjson.dumps({"image": _b64(jpeg)})[:-10], "application/json"))
+    repeated = b'{"image": "%s", "model": "full", "model": "short"}' % _b64(jpeg).encode()
+    add("JSON option repeated", "json", 422, **_raw(repeated, "application/json"))
 
     # Query options out of range (on both endpoints).
     for query in (

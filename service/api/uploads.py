@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
+import jiter
 from pydantic import ValidationError
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -21,6 +23,8 @@ from service.errors import ImageDecodeError, InputError, InvalidOption, Unsuppor
 from service.options import RequestOptions, refuse_repeated
 
 RAW_TYPES = ("image/", "application/octet-stream")
+# jiter's words for a key given twice (tests/api/test_options.py pins them).
+_REPEATED_KEY = re.compile(r'Detected duplicate key "(.*)" at line \d+ column \d+', re.DOTALL)
 
 
 def media_type(request: Request) -> str:
@@ -87,6 +91,7 @@ class _CompleteMultiPartParser(MultiPartParser):
 
 
 def _from_json(body: bytes) -> tuple[bytes, dict[str, Any]]:
+    _refuse_repeated_keys(body)
     try:
         # Strict: JSON has types, so a string or a boolean where a number belongs is refused (the
         # query string and form fields, all text, are parsed); every error but bad syntax is an
@@ -102,3 +107,15 @@ def _from_json(body: bytes) -> tuple[bytes, dict[str, Any]]:
     except (binascii.Error, ValueError):
         raise ImageDecodeError('"image" is not valid base64') from None
     return data, document.given()
+
+
+def _refuse_repeated_keys(body: bytes) -> None:
+    """A key given twice in the JSON body is refused, as in a query string or form: pydantic would take
+    the last, and a proxy in front may have read the first. Bad syntax is left to pydantic to report."""
+    try:
+        jiter.from_json(body, catch_duplicate_keys=True, cache_mode=False)
+    except ValueError as exc:
+        repeated = _REPEATED_KEY.fullmatch(str(exc))
+        if repeated:
+            refuse_repeated([(repeated[1], None)] * 2, "JSON body", DetectJsonRequest)
+            raise InvalidOption("a key is given more than once in the JSON body") from None

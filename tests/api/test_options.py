@@ -139,15 +139,18 @@ def test_an_unknown_key_is_refused_in_a_body_and_ignored_in_a_query(url: str) ->
         assert json.loads(socket.recv(timeout=10))["model"] == "full"
 
 
-TWICE = {"model": "short", "min_score": "0.5", "max_faces": "2", "suppression": "nms", "preprocess": "exact"}
+JSON = {"content-type": "application/json"}
+TWICE = {"model": "short", "min_score": 0.5, "max_faces": 2, "suppression": "nms", "preprocess": "exact"}
 
 
 @pytest.mark.parametrize("name", OPTIONS)
 def test_an_option_given_twice_is_refused_by_every_text_transport(url: str, name: str) -> None:
     """Which of two values was meant would be a guess, so neither is taken."""
-    twice = [(name, TWICE[name])] * 2
+    twice = [(name, as_text(TWICE[name]))] * 2
     fields = [(key, (None, value)) for key, value in twice]
     image = ("a.jpg", jpeg(), "image/jpeg")
+    member = f"{json.dumps(name)}: {json.dumps(TWICE[name])}"
+    document = f'{{{member}, "image": "{base64.b64encode(jpeg()).decode()}", {member}}}'
     answers = {
         "query": problem(
             httpx.post(f"{url}/detect", params=twice, content=jpeg(), headers={"content-type": "image/jpeg"})
@@ -155,10 +158,29 @@ def test_an_option_given_twice_is_refused_by_every_text_transport(url: str, name
         "form": problem(httpx.post(f"{url}/detect", files=[("image", image), *fields])),
         "batch-form": problem(httpx.post(f"{url}/detect/batch", files=[("images", image), *fields])),
         "stream": stream_refusal(f"{ws_url(url, {})}{httpx.QueryParams(twice)}"),
+        "json": problem(httpx.post(f"{url}/detect", content=document, headers=JSON)),
     }
     for transport, (status, body) in answers.items():
-        where = "multipart body" if "form" in transport else "query string"
+        where = {"json": "JSON body", "form": "multipart body", "batch-form": "multipart body"}.get(
+            transport, "query string"
+        )
         assert (status, body["detail"]) == (422, f"{name} is given more than once in the {where}"), transport
+
+
+@pytest.mark.parametrize(
+    ("document", "detail"),
+    [
+        ('{"image": "", "image": ""}', "image is given"),
+        ('{"image": "", "cache": 1, "cache": 2}', "a key is given"),
+        ('{"image": "", "model": {"a": 1, "a": 2}}', "a key is given"),
+        ('{"image": "", "mod\\u0065l": "full", "model": "full"}', "model is given"),
+    ],
+)
+def test_any_key_given_twice_in_json_is_refused_however_spelled(url: str, document: str, detail: str) -> None:
+    """Escapes do not hide a repeat: keys are compared as the parser reads them."""
+    response = httpx.post(f"{url}/detect", content=document, headers=JSON)
+    assert problem(response)[0] == 422
+    assert response.json()["detail"] == f"{detail} more than once in the JSON body"
 
 
 def test_a_repeated_key_that_is_no_option_is_still_ignored_in_a_query(url: str) -> None:
