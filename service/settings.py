@@ -64,6 +64,24 @@ class Settings(BaseSettings):
     max_url_bytes: int = Field(8 * 1024, ge=256, description="request target (path and query) → 414")
     upload_timeout_s: float = Field(30.0, gt=0, description="the whole body must arrive within this → 408")
     max_connections: int = Field(512, ge=1, description="open connections per worker; past it, 503")
+    upload_buffer_bytes: int = Field(
+        0,
+        ge=0,
+        description="body bytes received by the requests in progress, per worker; past it, 429; "
+        "0 = 16 × MAX_BODY_BYTES",
+    )
+
+    @model_validator(mode="after")
+    def _upload_buffer_default(self) -> Settings:
+        """0 leaves room for 16 uploads of the largest size; less than one could never take such an upload."""
+        if self.upload_buffer_bytes == 0:
+            self.upload_buffer_bytes = 16 * self.max_body_bytes
+        elif self.upload_buffer_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"UPLOAD_BUFFER_BYTES ({self.upload_buffer_bytes}) must be 0 or at least MAX_BODY_BYTES "
+                f"({self.max_body_bytes})"
+            )
+        return self
 
     # --- micro-batching (per model) ---
     max_batch: int = Field(16, ge=1, le=256, description="images per backend call")

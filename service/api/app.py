@@ -65,6 +65,7 @@ def create_app(
         BodyLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
         upload_timeout_s=settings.upload_timeout_s,
+        upload_buffer_bytes=settings.upload_buffer_bytes,
     )
     if settings.cors_origins:
         app.add_middleware(

@@ -1,4 +1,4 @@
-"""Upload size and time limits enforced while the body streams in, before anything buffers it all."""
+"""Upload size, time and memory limits enforced while the body streams in, before anything buffers it all."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.problems import problem_for, problem_response
-from service.errors import PayloadTooLarge, UploadTimeout
+from service.api.problems import error_response
+from service.errors import Overloaded, PayloadTooLarge, UploadTimeout
 
 
 class BodyLimitMiddleware:
@@ -23,12 +23,22 @@ class BodyLimitMiddleware:
     connection, and a client still sending stops and reads the answer now, not when its upload ends.
     The connection then closes with a linger, below the app (`protocol.BoundedHttpToolsProtocol`), so
     that the reset an unread upload would cause does not lose the answer.
+
+    The bytes all requests in progress have received are held to `upload_buffer_bytes` (one instance
+    per worker): a body that would take them past it is refused with 429, before it is read when its
+    Content-Length says so, else at the chunk that crosses. Without it, MAX_CONNECTIONS uploads of
+    MAX_BODY_BYTES each could be held at once. Received bytes are counted, not declared ones, so a
+    client that declares a large body and trickles it holds only what it sent.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, upload_timeout_s: float) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, upload_timeout_s: float, upload_buffer_bytes: int
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.upload_timeout_s = upload_timeout_s
+        self.upload_buffer_bytes = upload_buffer_bytes
+        self.held_bytes = 0  # received by the requests in progress
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,6 +58,7 @@ class BodyLimitMiddleware:
                 has_body = has_body or declared != 0
         received = 0
         body_done = not has_body
+        buffer = self.upload_buffer_bytes
         timeout_s = self.upload_timeout_s
         deadline = asyncio.get_running_loop().time() + timeout_s
 
@@ -61,9 +72,13 @@ class BodyLimitMiddleware:
             except TimeoutError:
                 raise UploadTimeout(f"the body did not arrive within {timeout_s:g} s") from None
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
+                size = len(message.get("body", b""))
+                if received + size > limit:
                     raise PayloadTooLarge(f"body exceeds the {limit}-byte limit")
+                if self.held_bytes + size > buffer:
+                    raise _buffer_full(buffer)
+                received += size
+                self.held_bytes += size
                 body_done = not message.get("more_body", False)
             return message
 
@@ -73,9 +88,19 @@ class BodyLimitMiddleware:
                 message = {**message, "headers": [*headers, (b"connection", b"close")]}
             await send(message)
 
-        if declared > limit:
-            error = PayloadTooLarge(f"body of {declared} bytes exceeds the {limit}-byte limit")
-            response = problem_response(problem_for(error))
-            await response(scope, receive, closing_send)
+        if declared > limit or self.held_bytes + declared > buffer:
+            error = (
+                PayloadTooLarge(f"body of {declared} bytes exceeds the {limit}-byte limit")
+                if declared > limit
+                else _buffer_full(buffer)
+            )
+            await error_response(error)(scope, receive, closing_send)
             return
-        await self.app(scope, limited_receive, closing_send)
+        try:
+            await self.app(scope, limited_receive, closing_send)
+        finally:
+            self.held_bytes -= received
+
+
+def _buffer_full(buffer: int) -> Overloaded:
+    return Overloaded(f"the uploads in progress hold the {buffer}-byte upload buffer; retry later")

@@ -63,6 +63,11 @@ async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)  # registered for ServiceError only
     if exc.status >= 500:
         _log_server_error(request, exc.status, exc)
+    return error_response(exc)
+
+
+def error_response(exc: ServiceError) -> Response:
+    """The problem for `exc` with the headers its status calls for."""
     headers: dict[str, str] = {}
     if isinstance(exc, Overloaded):
         headers["Retry-After"] = str(exc.retry_after_s)

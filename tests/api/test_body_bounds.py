@@ -7,6 +7,7 @@ import asyncio
 
 import orjson
 import pytest
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import Message
 
@@ -91,3 +92,10 @@ async def test_a_stalled_upload_is_answered_408() -> None:
     assert (b"connection", b"close") in start["headers"]
     body = b"".join(m.get("body", b"") for m in sent[1:])
     assert orjson.loads(body)["status"] == 408
+
+
+def test_the_upload_buffer_defaults_to_sixteen_largest_bodies_and_holds_at_least_one() -> None:
+    assert Settings(max_body_bytes=4096).upload_buffer_bytes == 16 * 4096
+    assert Settings(max_body_bytes=4096, upload_buffer_bytes=4096).upload_buffer_bytes == 4096
+    with pytest.raises(ValidationError, match=r"UPLOAD_BUFFER_BYTES \(4095\) must be 0 or at least"):
+        Settings(max_body_bytes=4096, upload_buffer_bytes=4095)

@@ -204,3 +204,60 @@ def test_a_client_aborting_mid_upload_is_no_server_error(server: ServiceProcess)
     assert counts == {"499": aborts}
     log = server.log()[log_before:]
     assert "Traceback" not in log and "ClientDisconnect" not in log, log[-3000:]
+
+
+SMALL_BODY_BYTES = 256 * 1024
+UPLOAD_BUFFER_BYTES = 2 * SMALL_BODY_BYTES
+
+
+@pytest.fixture(scope="module")
+def small_buffer(tmp_path_factory: pytest.TempPathFactory, built_models: None) -> Iterator[ServiceProcess]:
+    env = {
+        "WORKERS": "1",
+        "MAX_BODY_BYTES": str(SMALL_BODY_BYTES),
+        "UPLOAD_BUFFER_BYTES": str(UPLOAD_BUFFER_BYTES),
+    }
+    with service_process(tmp_path_factory.mktemp("buffer"), **env) as process:
+        yield process
+
+
+def raw_head(length: int | None) -> bytes:
+    framing = f"content-length: {length}" if length is not None else "transfer-encoding: chunked"
+    return f"POST /detect HTTP/1.1\r\nhost: x\r\ncontent-type: image/jpeg\r\n{framing}\r\n\r\n".encode()
+
+
+def test_uploads_in_progress_are_held_to_the_upload_buffer(small_buffer: ServiceProcess) -> None:
+    """Two uploads one byte short of MAX_BODY_BYTES fill the buffer: every other body is refused, 429 with
+    Retry-After, at once when its Content-Length says so; both uploads still finish; then it is free."""
+    holders = [connect(small_buffer) for _ in range(2)]
+    try:
+        for sock in holders:
+            sock.sendall(raw_head(SMALL_BODY_BYTES) + b"\xff" * (SMALL_BODY_BYTES - 1))
+        # Held once the server has read them: a 3-byte body no longer fits (until then it is a 400).
+        deadline = time.monotonic() + ANSWER_WITHIN_S
+        while (tiny := post_raw(small_buffer, b"abc")).status_code != 429:
+            assert tiny.status_code == 400 and time.monotonic() < deadline, tiny.text[:200]
+            time.sleep(0.05)
+        assert tiny.headers["retry-after"] == "1"
+        assert "upload buffer" in tiny.json()["detail"]
+        for framing, first in ((SMALL_BODY_BYTES, b""), (None, b"1000\r\n" + b"\xff" * 4096 + b"\r\n")):
+            with connect(small_buffer) as sock:
+                sock.sendall(raw_head(framing) + first)  # no more is sent: the answer must not wait for it
+                answer = read_answer(sock, ANSWER_WITHIN_S)
+            assert status_of(answer) == 429, answer[:200]
+            assert problem_of(answer)["status"] == 429
+            assert b"connection: close" in answer.lower() and b"retry-after: 1" in answer.lower()
+        for sock in holders:  # the last byte: admitted all along, so answered as any non-image (400)
+            sock.sendall(b"\xff")
+            assert status_of(read_answer(sock, ANSWER_WITHIN_S)) == 400
+    finally:
+        for sock in holders:
+            sock.close()
+    image = jpeg(160, 120)  # padded to the largest body (a decoder stops at the image's end)
+    assert post_raw(small_buffer, image + bytes(SMALL_BODY_BYTES - len(image))).status_code == 200
+
+
+def post_raw(server: ServiceProcess, body: bytes) -> httpx.Response:
+    return httpx.post(
+        server.url + "/detect", content=body, headers={"content-type": "image/jpeg"}, timeout=10
+    )
