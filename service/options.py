@@ -34,6 +34,8 @@ else:  # validated, and listed in the schema, as exactly the keys of MODELS
 # Unknown option names are echoed back only up to this length: a client may send a key of any size, and
 # an error message (logged, shown in a browser) should not carry it.
 _MAX_NAME_CHARS = 32
+# An error names at most this many of the problems pydantic found (a form may have a thousand fields).
+_MAX_EXPLAINED = 5
 # The bounds pydantic keeps in a field's metadata (annotated_types.Ge and the like), in words.
 _BOUND_WORDS = {"ge": "at least", "gt": "greater than", "le": "at most", "lt": "below"}
 
@@ -71,7 +73,10 @@ class RequestOptions(BaseModel):
         try:
             return handler(data)
         except ValidationError as exc:
-            raise InvalidOption("; ".join(cls._explain(error) for error in exc.errors())) from None
+            errors = exc.errors(include_url=False, include_input=False)[:_MAX_EXPLAINED]
+            more = exc.error_count() - len(errors)
+            explained = [cls._explain(error) for error in errors] + ([f"and {more} more"] if more else [])
+            raise InvalidOption("; ".join(explained)) from None
 
     @classmethod
     def _explain(cls, error: ErrorDetails) -> str:

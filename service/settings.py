@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     )
     max_url_bytes: int = Field(8 * 1024, ge=256, description="request target (path and query) → 414")
     upload_timeout_s: float = Field(30.0, gt=0, description="the whole body must arrive within this → 408")
+    head_timeout_s: float = Field(
+        10.0, gt=0, description="request line and headers must arrive within this of the first byte → 408"
+    )
     max_connections: int = Field(512, ge=1, description="open connections per worker; past it, 503")
     upload_buffer_bytes: int = Field(
         0,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import struct
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -472,7 +473,7 @@ def build_corpus(
     add(
         "multipart two image files",
         "multipart",
-        400,
+        422,
         files=[("image", ("a.jpg", jpeg, "image/jpeg")), ("image", ("b.jpg", jpeg, "image/jpeg"))],
     )
     add(
@@ -486,7 +487,7 @@ def build_corpus(
     add(
         f"batch of {max_batch_images + 1} files",
         "multipart",
-        400,
+        422,
         path="/detect/batch",
         files=[("images", (f"{i}.jpg", b"x", "image/jpeg")) for i in range(max_batch_images + 1)],
     )
@@ -540,6 +541,16 @@ def build_corpus(
     add("JSON truncated", "json", 422, **_raw(orjson.dumps({"image": _b64(jpeg)})[:-10], "application/json"))
     repeated = b'{"image": "%s", "model": "full", "model": "short"}' % _b64(jpeg).encode()
     add("JSON option repeated", "json", 422, **_raw(repeated, "application/json"))
+    many_members = {"image": "", **{f"k{i}": 0 for i in range(100_000)}}
+    add("JSON of 100 000 members", "json", 422, **_json(many_members))
+    add("JSON option a 100 000-item list", "json", 422, **_json({"image": "", "min_score": [0] * 100_000}))
+    add("JSON as a data URL", "json", 200, **_json({"image": "data:image/jpeg;base64," + _b64(jpeg)}))
+    gzip_headers = {"content-type": "image/jpeg", "content-encoding": "gzip"}
+    gzipped = {"content": gzip.compress(jpeg), "headers": gzip_headers}
+    add("raw gzip content coding", "type", 415, **gzipped)
+    br = {"content": jpeg, "headers": {"content-type": "image/jpeg", "content-encoding": "br"}}
+    add("raw br content coding, body not encoded", "type", 415, **br)
+    add("trailing slash (no redirect)", "type", 404, path="/detect/", **_raw(jpeg, "image/jpeg"))
 
     # Query options out of range (on both endpoints).
     for query in (

@@ -53,6 +53,9 @@ def create_app(
         version=__version__,
         summary="BlazeFace face detection: boxes, six keypoints, roll and crop ROI per face",
         lifespan=lifespan,
+        # Starlette would answer /detect/ with a redirect to the Host header's site, which a client follows
+        # with its body.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.observer = observer

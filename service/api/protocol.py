@@ -6,13 +6,21 @@ in 4 KB pieces held the event loop for seconds (quadratic copying) and its size 
 any of our code ran. Here, per connection:
 
 - the head (request line and headers, bytes as received) is fed to the parser only up to
-  `MAX_HEADER_BYTES`; a head still incomplete by then is answered 431;
+  `MAX_HEADER_BYTES`; a head still incomplete by then is answered 431; so are trailers (the header
+  lines after a chunked body, which uvicorn would add to the request's headers, one by one and without
+  limit) past `MAX_HEADER_BYTES`; those within it are discarded, as RFC 9110 §6.5.1 lets a recipient;
+- the head must be complete `HEAD_TIMEOUT_S` after the connection opened or the request's first byte
+  came, else 408: uvicorn times out only idle keep-alive connections, so a connection that never sends,
+  or trickles its head, would hold its place under `MAX_CONNECTIONS` for good;
 - the request target is counted as the parser hands it over; past `MAX_URL_BYTES`, 414;
 - past `MAX_CONNECTIONS` open connections in this worker (HTTP, idle keep-alive and WebSocket alike),
   a new connection is answered 503 at once, before anything is read from it;
 - a connection whose answer came before its request body had all arrived (the app's refusals and
   limits, sent with `Connection: close`) is not reset but closed with a linger, here at the transport:
   see `_linger`.
+
+- a request the parser cannot read (bad framing, conflicting lengths, bad chunk sizes, not HTTP/1.x) is
+  answered 400 (505 for another HTTP version) as problem+json, where uvicorn sends plain text.
 
 These answers are written here, below the ASGI app: problem+json with `Connection: close`, not counted
 in `blazeface_requests_total` (no request reached the app), one log line each. Passed to uvicorn as
@@ -33,6 +41,7 @@ import orjson
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
+from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS
 
 from service.api.problems import PROBLEM_MEDIA_TYPE, problem_body
 from service.settings import Settings, get_settings
@@ -47,6 +56,14 @@ LINGER_MAX_BYTES = 64 * 1024 * 1024
 
 class _UrlTooLong(Exception):
     """Raised in the parser's URL callback: the only way to stop httptools mid-buffer."""
+
+
+class _TrailersTooLarge(Exception):
+    """Raised in the parser's header callback, as `_UrlTooLong`."""
+
+
+class _UnsupportedVersion(Exception):
+    """Raised in the parser's headers-complete callback, as `_UrlTooLong`."""
 
 
 class _LingeringTransport:
@@ -84,9 +101,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.max_header_bytes = settings.max_header_bytes
         self.max_url_bytes = settings.max_url_bytes
         self.max_connections = settings.max_connections
+        self.head_timeout_s = settings.head_timeout_s
         # Bytes the current head may still use; None while a body is being read (it has its own limit).
         self._head_left: int | None = self.max_header_bytes
+        self._head_timer: asyncio.TimerHandle | None = None
         self._url_bytes = 0
+        self._trailer_bytes = 0
+        self._unsupported_version = False
         self._refused = False  # answered here: what the client still sends is discarded, unparsed
         self._discarded = 0
 
@@ -100,6 +121,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 "too-many-connections",
                 retry_after=True,
             )
+        else:
+            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes | memoryview) -> None:
         if self._refused:
@@ -132,6 +159,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._url_bytes = 0
+        self._trailer_bytes = 0
+        if self._head_timer is None:  # a later request on the connection: its head is timed from here
+            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
 
     def on_url(self, url: bytes) -> None:
         self._url_bytes += len(url)
@@ -139,29 +169,91 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             raise _UrlTooLong  # uvicorn turns it into send_400_response, answered 414 below
         super().on_url(url)
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._head_left is not None:
+            super().on_header(name, value)
+            return
+        self._trailer_bytes += len(name) + len(value)
+        if self._trailer_bytes > self.max_header_bytes:
+            raise _TrailersTooLarge
+
     def send_400_response(self, msg: str) -> None:
+        """What uvicorn calls when the parser stops (our callbacks' exceptions included)."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # Mid-request (a malformed body, or trailers too long): our answer replaces the app's, which
+            # is cut off from the connection; if it has begun, there is no answer to give.
+            cycle.disconnected = True
+            cycle.message_event.set()
+            if cycle.response_started:
+                self.transport.close()
+                return
         if self._url_bytes > self.max_url_bytes:
-            self._refuse(
-                414, "URI too long", f"the request target exceeds {self.max_url_bytes} bytes", "uri-too-long"
-            )
+            detail = f"the request target exceeds {self.max_url_bytes} bytes"
+            self._refuse(414, "URI too long", detail, "uri-too-long", logged=True)
+        elif self._trailer_bytes > self.max_header_bytes:
+            detail = f"the trailer fields exceed {self.max_header_bytes} bytes"
+            self._refuse(431, "Request header fields too large", detail, "header-too-large", logged=True)
+        elif self._unsupported_version:
+            detail = "this server speaks HTTP/1.0 and HTTP/1.1"
+            self._refuse(505, "HTTP version not supported", detail, "http-version-not-supported", logged=True)
         else:
-            super().send_400_response(msg)
+            detail = "the request is not valid HTTP/1.1 (RFC 9112)"
+            self._refuse(400, "Bad request", detail, "bad-request", logged=True)
 
     def on_headers_complete(self) -> None:
         self._head_left = None
+        self._stop_head_timer()
+        if self.parser.get_http_version() not in ("1.0", "1.1"):
+            self._unsupported_version = True
+            raise _UnsupportedVersion
         previous = self.cycle
         super().on_headers_complete()
         if self.cycle is not None and self.cycle is not previous:  # a request (not a WebSocket upgrade)
             self.cycle.transport = _LingeringTransport(self, self.cycle)  # type: ignore[assignment]
+
+    def handle_websocket_upgrade(self) -> None:
+        # uvicorn hands the head on to the WebSocket library, whose limits on it are lower than ours
+        # (a line, the header count) and whose refusal uvicorn never writes out: refuse it here instead.
+        request_line = len(self.scope["method"]) + len(self.url) + len(" HTTP/1.1\r\n") + 1
+        header_lines = [len(name) + len(value) + len(": \r\n") for name, value in self.scope["headers"]]
+        if request_line > MAX_LINE_LENGTH:
+            detail = f"a WebSocket request line is at most {MAX_LINE_LENGTH} bytes"
+            self._refuse(414, "URI too long", detail, "uri-too-long")
+        elif len(header_lines) > MAX_NUM_HEADERS or max(header_lines, default=0) > MAX_LINE_LENGTH:
+            detail = (
+                f"a WebSocket request has at most {MAX_NUM_HEADERS} header lines of {MAX_LINE_LENGTH} bytes"
+            )
+            self._refuse(431, "Request header fields too large", detail, "header-too-large")
+        else:
+            super().handle_websocket_upgrade()
 
     def on_message_complete(self) -> None:
         # The next request on this connection (what of it this read already holds goes uncounted).
         self._head_left = self.max_header_bytes
         super().on_message_complete()
 
-    def _refuse(self, status: int, title: str, detail: str, slug: str, retry_after: bool = False) -> None:
-        """Answer and close, with a linger."""
-        if status != 414:  # uvicorn has logged that one ("Invalid HTTP request received.")
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._refused or self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False  # a pipelined head behind a request in progress: close after it
+            return
+        detail = f"the request line and headers did not arrive within {self.head_timeout_s:g} s"
+        self._refuse(408, "Request header timeout", detail, "header-timeout")
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _refuse(
+        self, status: int, title: str, detail: str, slug: str, retry_after: bool = False, logged: bool = False
+    ) -> None:
+        """Answer and close, with a linger; `logged`: uvicorn has ("Invalid HTTP request received.")."""
+        self._stop_head_timer()
+        if not logged:
             log.warning("refused a connection with %d: %s", status, detail)
         body = orjson.dumps(problem_body(status, title, detail, slug))
         head = [STATUS_LINE[status]]

@@ -23,11 +23,19 @@ from service.errors import ImageDecodeError, InputError, InvalidOption, Unsuppor
 from service.options import RequestOptions, refuse_repeated
 
 RAW_TYPES = ("image/", "application/octet-stream")
+# Commas and colons a JSON request has at most: one each per member (six at most) plus a data URL's;
+# base64 has neither. Counted before parsing, which costs seconds for a body of a million members.
+_MAX_JSON_SEPARATORS = 32
 # jiter's words for a key given twice (tests/api/test_options.py pins them).
 _REPEATED_KEY = re.compile(r'Detected duplicate key "(.*)" at line \d+ column \d+', re.DOTALL)
 
 
 def media_type(request: Request) -> str:
+    """The body's media type. A body under a content coding (gzip, br, …) is refused: it would be read as
+    an unknown image, or, worse, as a known one (RFC 9110 §15.5.16: 415)."""
+    coding = request.headers.get("content-encoding", "identity").strip().lower()
+    if coding != "identity":
+        raise UnsupportedMediaType("send the body without a content coding (Content-Encoding)")
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
@@ -57,6 +65,12 @@ async def read_form(request: Request, field: str, max_files: int) -> tuple[list[
         try:
             form = await parser.parse()
         except MultiPartException as exc:  # its messages name the limit or the syntax, never the input
+            if exc.message.startswith("Too many files"):  # Starlette's words (the corpus pins them)
+                raise InvalidOption(
+                    "/detect takes one file; /detect/batch takes several"
+                    if max_files == 1
+                    else f"a batch holds at most {max_files} images (MAX_BATCH_IMAGES)"
+                ) from exc
             raise InputError(f"malformed multipart body: {exc.message}") from exc
     try:
         uploads = [item for item in form.getlist(field) if isinstance(item, UploadFile)]
@@ -91,6 +105,8 @@ class _CompleteMultiPartParser(MultiPartParser):
 
 
 def _from_json(body: bytes) -> tuple[bytes, dict[str, Any]]:
+    if max(body.count(b","), body.count(b":")) > _MAX_JSON_SEPARATORS:
+        raise InvalidOption("the JSON body has more members or items than a detection request")
     _refuse_repeated_keys(body)
     try:
         # Strict: JSON has types, so a string or a boolean where a number belongs is refused (the

@@ -9,6 +9,11 @@ plus one read. A peer that never reads again also never answers the server's kee
 keepalive timeout (`ws_ping_interval` + `ws_ping_timeout`, 20 + 20 s) fails the connection; it is aborted
 then, since a close frame that cannot be flushed would keep it open for good.
 
+If the WebSocket library refuses the handshake request itself (`service/api/protocol.py` refuses what
+it knows of first), it queues its answer, which uvicorn never writes; it is written here, and the
+connection closed. uvicorn would otherwise leave it open until the client gives up, and at shutdown
+fail an assertion (a second answer) that kills the worker before its lifespan ends.
+
 Also fixes a spurious "ASGI callable returned without completing handshake." ERROR after every denial
 response (our 401/403/422 on the handshake): uvicorn forgets to mark the handshake complete once the
 denial is sent (open uvicorn PR #3138 makes the same change).
@@ -39,6 +44,13 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
         self.write_paused = False
         if not self.read_paused:  # uvicorn's own pause: a message waits for the application
             self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.handshake_exc is not None and not self.handshake_initiated and not self.close_sent:
+            self.handshake_complete = self.close_sent = True
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.transport.close()
 
     async def receive(self) -> ASGIReceiveEvent:
         message = await super().receive()

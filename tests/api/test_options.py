@@ -143,6 +143,25 @@ JSON = {"content-type": "application/json"}
 TWICE = {"model": "short", "min_score": 0.5, "max_faces": 2, "suppression": "nms", "preprocess": "exact"}
 
 
+def test_an_error_explains_five_problems_and_counts_the_rest(url: str) -> None:
+    files = {"image": ("a.jpg", jpeg(), "image/jpeg")}
+    fields = {f"f{i}": "1" for i in range(12)}  # a form holds at most 16 fields
+    detail = problem(httpx.post(f"{url}/detect", files=files, data=fields))[1]["detail"]
+    assert detail == "; ".join([*(f"unknown option 'f{i}'" for i in range(5)), "and 7 more"])
+
+
+def test_a_json_body_with_more_members_than_a_request_has_is_refused_unparsed(url: str) -> None:
+    image = base64.b64encode(jpeg()).decode()
+    many = json.dumps({"image": image, **{f"k{i}": [0, 0] for i in range(20)}})
+    status, body = problem(httpx.post(f"{url}/detect", content=many, headers=JSON))
+    assert (status, body["detail"]) == (
+        422,
+        "the JSON body has more members or items than a detection request",
+    )
+    every_option = json.dumps({"image": "data:image/jpeg;base64," + image, **TWICE})  # the most a request has
+    assert httpx.post(f"{url}/detect", content=every_option, headers=JSON).status_code == 200
+
+
 @pytest.mark.parametrize("name", OPTIONS)
 def test_an_option_given_twice_is_refused_by_every_text_transport(url: str, name: str) -> None:
     """Which of two values was meant would be a guess, so neither is taken."""

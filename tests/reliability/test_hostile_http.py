@@ -17,6 +17,7 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import orjson
@@ -28,6 +29,7 @@ from tests.api.conftest import jpeg
 pytestmark = pytest.mark.slow
 
 UPLOAD_TIMEOUT_S = 2.0
+HEAD_TIMEOUT_S = 2.0
 MAX_CONNECTIONS = 40
 ANSWER_WITHIN_S = 5.0  # for an answer that is due at once (or at UPLOAD_TIMEOUT_S)
 HOSTILE_BYTES = 16 * 1024 * 1024  # far past the default 32 KiB head / 8 KiB URL limits
@@ -35,7 +37,12 @@ HOSTILE_BYTES = 16 * 1024 * 1024  # far past the default 32 KiB head / 8 KiB URL
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, built_models: None) -> Iterator[ServiceProcess]:
-    env = {"WORKERS": "1", "UPLOAD_TIMEOUT_S": str(UPLOAD_TIMEOUT_S), "MAX_CONNECTIONS": str(MAX_CONNECTIONS)}
+    env = {
+        "WORKERS": "1",
+        "UPLOAD_TIMEOUT_S": str(UPLOAD_TIMEOUT_S),
+        "HEAD_TIMEOUT_S": str(HEAD_TIMEOUT_S),
+        "MAX_CONNECTIONS": str(MAX_CONNECTIONS),
+    }
     with service_process(tmp_path_factory.mktemp("hostile"), **env) as process:
         yield process
 
@@ -261,3 +268,107 @@ def post_raw(server: ServiceProcess, body: bytes) -> httpx.Response:
     return httpx.post(
         server.url + "/detect", content=body, headers={"content-type": "image/jpeg"}, timeout=10
     )
+
+
+def test_trailers_are_bounded_as_the_head_is(server: ServiceProcess) -> None:
+    """uvicorn adds trailer fields to the request's headers without limit (a flood of them grew the worker
+    by 400 MB): past MAX_HEADER_BYTES they are refused 431, at once; a few are discarded and the upload
+    served."""
+    head = (
+        b"POST /detect HTTP/1.1\r\nhost: x\r\ncontent-type: image/jpeg\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    image = jpeg(160, 120)
+    body = f"{len(image):x}\r\n".encode() + image + b"\r\n0\r\n"
+    with connect(server) as sock:
+        sock.sendall(head + body + b"x-trailer: 1\r\n\r\n")
+        answer = read_answer(sock, ANSWER_WITHIN_S)
+    assert status_of(answer) == 200, answer[:300]
+    with connect(server) as sock:
+        sock.sendall(head + body)
+        line, sent = b"x-trailer: " + b"a" * 1000 + b"\r\n", 0
+        try:
+            while sent < HOSTILE_BYTES:  # the trailers never end: only a bound answers
+                sock.sendall(line * 64)
+                sent += len(line) * 64
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = read_answer(sock, ANSWER_WITHIN_S)
+    assert status_of(answer) == 431, answer[:300]
+    assert "trailer" in str(problem_of(answer)["detail"])
+
+
+def test_a_head_that_does_not_arrive_in_time_is_answered_408(server: ServiceProcess) -> None:
+    """A connection that sends nothing, or trickles its head, would otherwise hold its place under
+    MAX_CONNECTIONS for good (uvicorn times out only idle keep-alive connections)."""
+    for trickle in (b"", b"GET /healthz HTTP/1.1\r\nhost: x\r\n"):
+        with connect(server) as sock:
+            started, answer = time.monotonic(), b""
+            for byte in trickle:
+                sock.sendall(bytes([byte]))
+                if answer := read_answer(sock, 0.1):
+                    break
+            answer += read_answer(sock, HEAD_TIMEOUT_S + ANSWER_WITHIN_S)
+            waited = time.monotonic() - started
+        assert status_of(answer) == 408, answer[:300]
+        assert problem_of(answer)["title"] == "Request header timeout"
+        assert waited >= HEAD_TIMEOUT_S - 0.1  # not before its time: a slow but honest client is served
+    # An idle keep-alive connection is not timed by it (uvicorn's own 5 s is): a head sent at once is
+    # served however late in the connection it comes.
+    with connect(server) as sock:
+        for _ in range(2):
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            assert status_of(read_answer(sock, 1.0)) == 200  # kept alive: read until the second is up
+            time.sleep(HEAD_TIMEOUT_S)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"HELLO\r\n\r\n", 400),
+        (b"POST /detect HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n", 400),
+        (b"POST /detect HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n", 400),
+        (b"POST /detect HTTP/1.1\r\nhost: x\r\ncontent-length: 5, 6\r\n\r\n", 400),
+        (b"GET /healthz HTTP/2.0\r\nhost: x\r\n\r\n", 505),
+    ],
+    ids=["not-http", "length-and-chunked", "bad-chunk-size", "two-lengths", "http-2.0"],
+)
+def test_a_request_that_is_not_http_1_1_is_answered_as_problem_json(
+    server: ServiceProcess, request_bytes: bytes, status: int
+) -> None:
+    with connect(server) as sock:
+        sock.sendall(request_bytes)
+        answer = read_answer(sock, ANSWER_WITHIN_S)
+    assert status_of(answer) == status, answer[:300]
+    assert problem_of(answer)["status"] == status
+    assert b"connection: close" in answer.lower()
+
+
+@pytest.fixture
+def stopped_by_the_test(tmp_path: Path, built_models: None) -> Iterator[ServiceProcess]:
+    with service_process(tmp_path, WORKERS="1") as process:
+        yield process
+
+
+def test_websocket_handshakes_refused_below_the_app_are_answered_and_closed(
+    stopped_by_the_test: ServiceProcess,
+) -> None:
+    """The WebSocket library's own handshake refusals were never written: the connection hung until the
+    client gave up, and a SIGTERM meanwhile killed the worker before its shutdown (an assertion)."""
+    server = stopped_by_the_test
+    upgrade = (
+        b"GET /stream HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+        b"sec-websocket-version: 13\r\n"
+    )
+    key = b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    with connect(server) as sock:
+        sock.sendall(upgrade + key + b"x-filler: " + b"a" * 10_000 + b"\r\n\r\n")  # legal for HTTP
+        answer = read_answer(sock, ANSWER_WITHIN_S)
+    assert status_of(answer) == 431, answer[:300]
+    assert "WebSocket" in str(problem_of(answer)["detail"])
+    with connect(server) as sock:
+        sock.sendall(upgrade + b"\r\n")  # no key: the library's refusal
+        answer = read_answer(sock, ANSWER_WITHIN_S)
+        assert status_of(answer) == 400, answer[:300]
+        assert b"connection: close" in answer.lower()
+        assert server.stop() == 0
+    assert "Application shutdown complete" in server.log()
