@@ -18,7 +18,8 @@ A refused Origin, a missing or wrong key, or an invalid option refuses the hands
 problem+json HTTP gives (403, 401 or 422, same title and detail): the answer to the upgrade request,
 sent with the ASGI websocket denial-response extension, which uvicorn offers with each of its websocket
 implementations. Under a server without it the socket is closed before it is accepted, code 1008 (policy
-violation), the detail as the reason; clients then see an HTTP 403.
+violation), the detail as the reason; clients then see an HTTP 403. A handshake for any other path is
+refused the same way, 404.
 
 Metrics: each handshake refused and each message answered is one request of route "/stream" (status 200,
 or the problem's), and each binary message one image ("ok", or "rejected" for its own 4xx), as in
@@ -36,7 +37,7 @@ from starlette.status import WS_1008_POLICY_VIOLATION, WS_1011_INTERNAL_ERROR
 
 from service.api.auth import STREAM_SUBPROTOCOL, verify_origin, verify_stream_key
 from service.api.dependencies import resolve_options
-from service.api.problems import problem_for, problem_response
+from service.api.problems import problem_body, problem_for, problem_response
 from service.api.schemas import detect_response
 from service.errors import Forbidden, InputError, InvalidOption, ServiceError, Unauthorized
 from service.options import StreamOptions, refuse_repeated
@@ -62,7 +63,8 @@ async def stream(websocket: WebSocket) -> None:
         refuse_repeated(websocket.query_params.multi_items(), "query string", StreamOptions)
         query = StreamOptions.model_validate(dict(websocket.query_params))
     except (Forbidden, Unauthorized, InvalidOption) as exc:
-        await _refuse(websocket, exc)
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+        await _refuse(websocket, problem_for(exc), headers)
         observer.on_request(ROUTE, exc.status, time.perf_counter() - started)
         return
     options = resolve_options(websocket, query.given())
@@ -101,13 +103,23 @@ async def stream(websocket: WebSocket) -> None:
         await websocket.close(WS_1011_INTERNAL_ERROR, reason=exc.title)
 
 
+@router.websocket("/{path:path}")
+async def no_stream_here(websocket: WebSocket) -> None:
+    """A WebSocket handshake for any other path: 404, where Starlette would send an empty 403."""
+    started = time.perf_counter()
+    detail = f"the WebSocket endpoint is {ROUTE}"
+    await _refuse(websocket, problem_body(404, "Not Found", detail, "not-found"))
+    websocket.app.state.observer.on_request("other", 404, time.perf_counter() - started)
+
+
 async def _send(websocket: WebSocket, reply: dict[str, Any]) -> None:
     await websocket.send_text(orjson.dumps(reply).decode())
 
 
-async def _refuse(websocket: WebSocket, exc: ServiceError) -> None:
+async def _refuse(
+    websocket: WebSocket, problem: dict[str, Any], headers: dict[str, str] | None = None
+) -> None:
     if _DENIAL_RESPONSE in (websocket.scope.get("extensions") or {}):
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
-        await websocket.send_denial_response(problem_response(problem_for(exc), headers))
+        await websocket.send_denial_response(problem_response(problem, headers))
     else:
-        await websocket.close(WS_1008_POLICY_VIOLATION, reason=exc.detail[:_MAX_CLOSE_REASON])
+        await websocket.close(WS_1008_POLICY_VIOLATION, reason=problem["detail"][:_MAX_CLOSE_REASON])

@@ -10,9 +10,13 @@ keepalive timeout (`ws_ping_interval` + `ws_ping_timeout`, 20 + 20 s) fails the 
 then, since a close frame that cannot be flushed would keep it open for good.
 
 If the WebSocket library refuses the handshake request itself (`service/api/protocol.py` refuses what
-it knows of first), it queues its answer, which uvicorn never writes; it is written here, and the
-connection closed. uvicorn would otherwise leave it open until the client gives up, and at shutdown
-fail an assertion (a second answer) that kills the worker before its lifespan ends.
+it knows of first), its answer is problem+json here, where the library writes plain text. When it
+refuses while parsing the request, it queues that answer, which uvicorn never writes; it is written
+here, and the connection closed. uvicorn would otherwise leave it open until the client gives up, and at
+shutdown fail an assertion (a second answer) that kills the worker before its lifespan ends.
+
+A text message that is not UTF-8 closes the connection with 1007, as uvicorn does, but logged as the
+client's fault in one line, where uvicorn logs an ERROR with a traceback.
 
 Also fixes a spurious "ASGI callable returned without completing handshake." ERROR after every denial
 response (our 401/403/422 on the handshake): uvicorn forgets to mark the handshake complete once the
@@ -21,18 +25,49 @@ denial is sent (open uvicorn PR #3138 makes the same change).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import email.utils
+import http
+import logging
+from typing import TYPE_CHECKING, Any
 
+import orjson
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.datastructures import Headers
+from websockets.http11 import Response
+
+from service.api.problems import PROBLEM_MEDIA_TYPE, problem_body
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
+
+log = logging.getLogger(__name__)
+_LIBRARY_PREFIX = "Failed to open a WebSocket connection: "  # how the library's refusals begin
 
 
 class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
     """Passed to uvicorn as `ws=` (`service/__main__.py`)."""
 
     write_paused = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn.reject = self._reject  # type: ignore[method-assign]
+
+    @staticmethod
+    def _reject(status: http.HTTPStatus | int, text: str) -> Response:
+        """The library's refusal of a handshake, as problem+json (it adds its own headers after)."""
+        status = http.HTTPStatus(status)
+        detail = text.removeprefix(_LIBRARY_PREFIX).strip().rstrip(".")
+        body = orjson.dumps(problem_body(status.value, status.phrase, detail, "websocket-handshake"))
+        headers = Headers(
+            [
+                ("Date", email.utils.formatdate(usegmt=True)),
+                ("Connection", "close"),
+                ("Content-Length", str(len(body))),
+                ("Content-Type", PROBLEM_MEDIA_TYPE),
+            ]
+        )
+        return Response(status.value, status.phrase, headers, body)
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -51,6 +86,18 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
             self.handshake_complete = self.close_sent = True
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.transport.close()
+
+    def send_receive_event_to_app(self) -> None:
+        if self.curr_msg_data_type == "text" and not self.close_sent:
+            try:
+                b"".join(self.frames).decode()
+            except UnicodeDecodeError:
+                self.frames = []
+                log.info("closed a WebSocket with 1007: a text message that is not UTF-8")
+                self.conn.send_close(1007, "text messages must be UTF-8")
+                self.handle_parser_exception()
+                return
+        super().send_receive_event_to_app()
 
     async def receive(self) -> ASGIReceiveEvent:
         message = await super().receive()

@@ -49,6 +49,9 @@ class DecodedImage:
 # Images are processed in parallel by our own decode threads and workers, one image per thread; OpenCV's
 # own thread pool on top of that would only oversubscribe the cores.
 cv2.setNumThreads(1)
+# OpenCV logs a failed decode to stderr itself: a line outside our logs, with no level we set and no
+# request id. The failure is ours to report (ImageDecodeError), in the request's own log line and answer.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 _RGB_FLAG: int | None = getattr(cv2, "IMREAD_COLOR_RGB", None)
 _REDUCED_BITS = {
     1: 0,

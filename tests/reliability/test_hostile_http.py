@@ -352,23 +352,47 @@ def stopped_by_the_test(tmp_path: Path, built_models: None) -> Iterator[ServiceP
 def test_websocket_handshakes_refused_below_the_app_are_answered_and_closed(
     stopped_by_the_test: ServiceProcess,
 ) -> None:
-    """The WebSocket library's own handshake refusals were never written: the connection hung until the
-    client gave up, and a SIGTERM meanwhile killed the worker before its shutdown (an assertion)."""
+    """The WebSocket library's own handshake refusals were plain text, or never written (the connection
+    hung until the client gave up, and a SIGTERM meanwhile killed the worker before its shutdown)."""
     server = stopped_by_the_test
     upgrade = (
         b"GET /stream HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
         b"sec-websocket-version: 13\r\n"
     )
     key = b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    with connect(server) as sock:
-        sock.sendall(upgrade + key + b"x-filler: " + b"a" * 10_000 + b"\r\n\r\n")  # legal for HTTP
-        answer = read_answer(sock, ANSWER_WITHIN_S)
-    assert status_of(answer) == 431, answer[:300]
-    assert "WebSocket" in str(problem_of(answer)["detail"])
-    with connect(server) as sock:
-        sock.sendall(upgrade + b"\r\n")  # no key: the library's refusal
-        answer = read_answer(sock, ANSWER_WITHIN_S)
-        assert status_of(answer) == 400, answer[:300]
+    for request, status, detail in (
+        (upgrade + key + b"x-filler: " + b"a" * 10_000 + b"\r\n\r\n", 431, "at most 128 header lines"),
+        (upgrade + b"\r\n", 400, "missing Sec-WebSocket-Key header"),
+        (upgrade.replace(b"/stream", b"/detect") + key + b"\r\n", 404, "the WebSocket endpoint is /stream"),
+    ):
+        with connect(server) as sock:
+            sock.sendall(request)
+            answer = read_answer(sock, ANSWER_WITHIN_S)
+        assert status_of(answer) == status, answer[:300]
+        assert detail in str(problem_of(answer)["detail"])
         assert b"connection: close" in answer.lower()
-        assert server.stop() == 0
+    with connect(server) as sock:
+        sock.sendall(upgrade + b"\r\n")
+        assert status_of(read_answer(sock, ANSWER_WITHIN_S)) == 400
+        assert server.stop() == 0  # with the refused connection still open on the client's side
     assert "Application shutdown complete" in server.log()
+
+
+def test_a_websocket_text_message_that_is_not_utf8_closes_it_as_the_clients_fault(
+    server: ServiceProcess,
+) -> None:
+    log_before = len(server.log())
+    with connect(server) as sock:
+        sock.sendall(
+            b"GET /stream HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+            b"sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        assert status_of(read_answer(sock, 1.0)) == 101  # the socket stays open: read until the time is up
+        mask = b"\x01\x02\x03\x04"
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(b"\xff\xfe"))
+        sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + payload)  # a masked, final text frame
+        answer = read_answer(sock, ANSWER_WITHIN_S)
+    assert answer[:1] == b"\x88" and struct.unpack("!H", answer[2:4]) == (1007,), answer  # a close frame
+    time.sleep(0.2)
+    log = server.log()[log_before:]
+    assert "Traceback" not in log and "ERROR" not in log, log
