@@ -9,13 +9,14 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service import __version__, metrics
 from service.api import problems, stream
-from service.api.limits import BodyLimitMiddleware
+from service.api.limits import UPLOAD_BUFFER_STATE, BodyLimitMiddleware, UploadBuffer
 from service.api.observability import RequestMetricsMiddleware
 from service.api.request_id import RequestIdMiddleware
 from service.api.routes import router
@@ -37,13 +38,13 @@ def create_app(
     observer = observer or metrics.PrometheusObserver()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         engine = Engine(settings, backend or make_backend(settings, observer), observer)
         await engine.start()
         app.state.engine = engine
         log.info("blazeface-serve ready: backend=%s", settings.backend)
         try:
-            yield
+            yield {UPLOAD_BUFFER_STATE: upload_buffer}  # for the WebSocket protocol, below the app
         finally:
             await engine.close()
             metrics.mark_worker_dead(os.getpid())
@@ -59,6 +60,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.observer = observer
+    upload_buffer = UploadBuffer(settings.upload_buffer_bytes)
     problems.install(app)
     app.include_router(router)
     app.include_router(stream.router)
@@ -68,7 +70,7 @@ def create_app(
         BodyLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
         upload_timeout_s=settings.upload_timeout_s,
-        upload_buffer_bytes=settings.upload_buffer_bytes,
+        upload_buffer=upload_buffer,
     )
     if settings.cors_origins:
         app.add_middleware(

@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.problems import error_response
 from service.errors import Overloaded, PayloadTooLarge, UploadTimeout
+
+# The key under which the app's lifespan state carries its `UploadBuffer` to the WebSocket protocol.
+UPLOAD_BUFFER_STATE = "upload_buffer"
+
+
+@dataclass
+class UploadBuffer:
+    """`UPLOAD_BUFFER_BYTES`: the bytes a worker's uploads in progress hold, HTTP bodies and WebSocket
+    messages alike. One per app (so per worker), shared by `BodyLimitMiddleware` and
+    `ws_protocol.BoundedWebSocketProtocol`; all on the event loop, so no lock."""
+
+    capacity: int
+    held: int = 0
+
+    def fits(self, size: int) -> bool:
+        return self.held + size <= self.capacity
+
+    def full(self) -> Overloaded:
+        return Overloaded(f"the uploads in progress hold the {self.capacity}-byte upload buffer; retry later")
 
 
 class BodyLimitMiddleware:
@@ -24,21 +44,20 @@ class BodyLimitMiddleware:
     The connection then closes with a linger, below the app (`protocol.BoundedHttpToolsProtocol`), so
     that the reset an unread upload would cause does not lose the answer.
 
-    The bytes all requests in progress have received are held to `upload_buffer_bytes` (one instance
-    per worker): a body that would take them past it is refused with 429, before it is read when its
-    Content-Length says so, else at the chunk that crosses. Without it, MAX_CONNECTIONS uploads of
-    MAX_BODY_BYTES each could be held at once. Received bytes are counted, not declared ones, so a
-    client that declares a large body and trickles it holds only what it sent.
+    The bytes all requests in progress have received are held to `upload_buffer` (one per worker,
+    shared with WebSocket messages): a body that would take them past it is refused with 429, before it
+    is read when its Content-Length says so, else at the chunk that crosses. Without it,
+    MAX_CONNECTIONS uploads of MAX_BODY_BYTES each could be held at once. Received bytes are counted,
+    not declared ones, so a client that declares a large body and trickles it holds only what it sent.
     """
 
     def __init__(
-        self, app: ASGIApp, max_body_bytes: int, upload_timeout_s: float, upload_buffer_bytes: int
+        self, app: ASGIApp, max_body_bytes: int, upload_timeout_s: float, upload_buffer: UploadBuffer
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.upload_timeout_s = upload_timeout_s
-        self.upload_buffer_bytes = upload_buffer_bytes
-        self.held_bytes = 0  # received by the requests in progress
+        self.upload_buffer = upload_buffer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,7 +77,7 @@ class BodyLimitMiddleware:
                 has_body = has_body or declared != 0
         received = 0
         body_done = not has_body
-        buffer = self.upload_buffer_bytes
+        buffer = self.upload_buffer
         timeout_s = self.upload_timeout_s
         deadline = asyncio.get_running_loop().time() + timeout_s
 
@@ -75,10 +94,10 @@ class BodyLimitMiddleware:
                 size = len(message.get("body", b""))
                 if received + size > limit:
                     raise PayloadTooLarge(f"body exceeds the {limit}-byte limit")
-                if self.held_bytes + size > buffer:
-                    raise _buffer_full(buffer)
+                if not buffer.fits(size):
+                    raise buffer.full()
                 received += size
-                self.held_bytes += size
+                buffer.held += size
                 body_done = not message.get("more_body", False)
             return message
 
@@ -88,19 +107,15 @@ class BodyLimitMiddleware:
                 message = {**message, "headers": [*headers, (b"connection", b"close")]}
             await send(message)
 
-        if declared > limit or self.held_bytes + declared > buffer:
+        if declared > limit or not buffer.fits(declared):
             error = (
                 PayloadTooLarge(f"body of {declared} bytes exceeds the {limit}-byte limit")
                 if declared > limit
-                else _buffer_full(buffer)
+                else buffer.full()
             )
             await error_response(error)(scope, receive, closing_send)
             return
         try:
             await self.app(scope, limited_receive, closing_send)
         finally:
-            self.held_bytes -= received
-
-
-def _buffer_full(buffer: int) -> Overloaded:
-    return Overloaded(f"the uploads in progress hold the {buffer}-byte upload buffer; retry later")
+            buffer.held -= received

@@ -378,21 +378,113 @@ def test_websocket_handshakes_refused_below_the_app_are_answered_and_closed(
     assert "Application shutdown complete" in server.log()
 
 
+WS_UPGRADE = (
+    b"GET /stream HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+    b"sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+)
+
+
+def ws_open(server: ServiceProcess) -> socket.socket:
+    """A raw WebSocket on /stream, past its handshake."""
+    sock = connect(server)
+    sock.sendall(WS_UPGRADE)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, head
+        head += chunk
+    assert status_of(head) == 101, head
+    return sock
+
+
+def ws_frame_head(opcode: int, length: int) -> bytes:
+    """A client frame's head (final, masked with zeros, so the payload goes as it is)."""
+    size = bytes([0x80 | length]) if length < 126 else bytes([0x80 | 127]) + struct.pack("!Q", length)
+    return bytes([0x80 | opcode]) + size + bytes(4)
+
+
+def close_code(answer: bytes) -> int | None:
+    """The code of the close frame the server sent (a server frame is not masked), if it did."""
+    if answer[:1] != b"\x88" or len(answer) < 4:
+        return None
+    return int(struct.unpack("!H", answer[2:4])[0])
+
+
 def test_a_websocket_text_message_that_is_not_utf8_closes_it_as_the_clients_fault(
     server: ServiceProcess,
 ) -> None:
     log_before = len(server.log())
-    with connect(server) as sock:
-        sock.sendall(
-            b"GET /stream HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
-            b"sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-        )
-        assert status_of(read_answer(sock, 1.0)) == 101  # the socket stays open: read until the time is up
-        mask = b"\x01\x02\x03\x04"
-        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(b"\xff\xfe"))
-        sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + payload)  # a masked, final text frame
+    with ws_open(server) as sock:
+        sock.sendall(ws_frame_head(0x1, 2) + b"\xff\xfe")  # a text frame
         answer = read_answer(sock, ANSWER_WITHIN_S)
-    assert answer[:1] == b"\x88" and struct.unpack("!H", answer[2:4]) == (1007,), answer  # a close frame
+    assert close_code(answer) == 1007, answer
     time.sleep(0.2)
     log = server.log()[log_before:]
     assert "Traceback" not in log and "ERROR" not in log, log
+
+
+def test_a_websocket_message_must_arrive_within_the_upload_timeout(server: ServiceProcess) -> None:
+    """As an HTTP body must: a message begun and never finished held its bytes for good."""
+    with ws_open(server) as sock:
+        sock.sendall(ws_frame_head(0x2, 100_000) + b"\xff" * 50_000)
+        started = time.monotonic()
+        answer = read_answer(sock, UPLOAD_TIMEOUT_S + ANSWER_WITHIN_S)
+    assert close_code(answer) == 1008, answer[:100]
+    assert b"did not arrive within" in answer
+    assert time.monotonic() - started >= UPLOAD_TIMEOUT_S - 0.1
+
+
+def test_websocket_messages_share_the_upload_buffer(small_buffer: ServiceProcess) -> None:
+    """Messages arriving, or waiting for the app, are held to UPLOAD_BUFFER_BYTES with the HTTP bodies:
+    past it a socket is closed 1013 (try again later) and an upload refused 429. 16 sockets each holding
+    most of a 20 MB message grew a worker by 300 MB, with no bound short of MAX_CONNECTIONS of them."""
+    holders = [ws_open(small_buffer) for _ in range(2)]
+    try:
+        for sock in holders:  # each holds a payload one byte short of MAX_BODY_BYTES
+            sock.sendall(ws_frame_head(0x2, SMALL_BODY_BYTES) + b"\xff" * (SMALL_BODY_BYTES - 1))
+        deadline = time.monotonic() + ANSWER_WITHIN_S
+        while (tiny := post_raw(small_buffer, b"abc")).status_code != 429:
+            assert tiny.status_code == 400 and time.monotonic() < deadline, tiny.text[:200]
+            time.sleep(0.05)
+        with ws_open(small_buffer) as third:
+            third.sendall(ws_frame_head(0x2, 4000) + b"\xff" * 3000)
+            answer = read_answer(third, ANSWER_WITHIN_S)
+        assert close_code(answer) == 1013, answer[:100]
+    finally:
+        for sock in holders:
+            sock.close()
+    # Released as each message is done: frames of most of MAX_BODY_BYTES, one after another, go through
+    # a buffer that holds two of them.
+    image = jpeg(160, 120)
+    frame = image + bytes(SMALL_BODY_BYTES - 1000 - len(image))
+    deadline = time.monotonic() + ANSWER_WITHIN_S
+    while post_raw(small_buffer, frame).status_code != 200:  # the closed sockets' bytes are given back
+        assert time.monotonic() < deadline, "the upload buffer is still held"
+        time.sleep(0.05)
+    with ws_open(small_buffer) as sock:
+        for i in range(6):
+            sock.sendall(ws_frame_head(0x2, len(frame)) + frame)
+            reply = read_ws_text(sock, i)
+            assert orjson.loads(reply)["image"] == {"width": 160, "height": 120}, reply[:300]
+
+
+def read_ws_text(sock: socket.socket, index: int) -> bytes:
+    """One unfragmented text message from the server."""
+    sock.settimeout(ANSWER_WITHIN_S)
+
+    def exactly(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            assert chunk, data
+            data += chunk
+        return data
+
+    first, length = exactly(2)
+    assert first == 0x81, (index, first, exactly(length & 0x7F))
+    length &= 0x7F
+    if length == 126:
+        length = struct.unpack("!H", exactly(2))[0]
+    elif length == 127:
+        length = struct.unpack("!Q", exactly(8))[0]
+    return exactly(length)
