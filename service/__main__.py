@@ -35,6 +35,9 @@ def main() -> None:
         http="service.api.protocol:BoundedHttpToolsProtocol",  # httptools, bounded: see the module
         timeout_graceful_shutdown=settings.shutdown_grace_s,
         ws_max_size=settings.max_body_bytes,
+        # Frames are encoded images, which deflate does not shrink; and the library would inflate a
+        # read's worth of frames (1 KB each to MAX_BODY_BYTES) before the upload buffer could count them.
+        ws_per_message_deflate=False,
         ws="service.api.ws_protocol:BoundedWebSocketProtocol",  # bounded pongs, see the module
         log_config=log_config(settings.log_format),
         log_level="info",

@@ -10,8 +10,10 @@ any of our code ran. Here, per connection:
   lines after a chunked body, which uvicorn would add to the request's headers, one by one and without
   limit) past `MAX_HEADER_BYTES`; those within it are discarded, as RFC 9110 §6.5.1 lets a recipient;
 - the head must be complete `HEAD_TIMEOUT_S` after the connection opened or the request's first byte
-  came, else 408: uvicorn times out only idle keep-alive connections, so a connection that never sends,
-  or trickles its head, would hold its place under `MAX_CONNECTIONS` for good;
+  came, else 408 (a new connection that sent nothing is closed without one): uvicorn times out only
+  idle keep-alive connections, and its timer stops at any byte, even the CRLF httptools skips before a
+  head, so a connection that never sends, or trickles its head, would hold its place under
+  `MAX_CONNECTIONS` for good;
 - the request target is counted as the parser hands it over; past `MAX_URL_BYTES`, 414;
 - past `MAX_CONNECTIONS` open connections in this worker (HTTP, idle keep-alive and WebSocket alike),
   a new connection is answered 503 at once, before anything is read from it;
@@ -105,6 +107,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # Bytes the current head may still use; None while a body is being read (it has its own limit).
         self._head_left: int | None = self.max_header_bytes
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_begun = False  # a byte of the current head has arrived
         self._url_bytes = 0
         self._trailer_bytes = 0
         self._unsupported_version = False
@@ -135,6 +138,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self.transport.close()
             return
         left = self._head_left
+        if left is not None and data:  # a head's bytes (httptools skips CRLFs before one, unannounced)
+            self._head_begun = True
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
         if left is None or len(data) <= left:
             if left is not None:
                 self._head_left = left - len(data)
@@ -173,7 +180,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_left is not None:
             super().on_header(name, value)
             return
-        self._trailer_bytes += len(name) + len(value)
+        self._trailer_bytes += len(name) + len(value) + len(": \r\n")  # the line, as for the head
         if self._trailer_bytes > self.max_header_bytes:
             raise _TrailersTooLarge
 
@@ -231,6 +238,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         # The next request on this connection (what of it this read already holds goes uncounted).
         self._head_left = self.max_header_bytes
+        self._head_begun = False
         super().on_message_complete()
 
     def _head_timed_out(self) -> None:
@@ -239,6 +247,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.keep_alive = False  # a pipelined head behind a request in progress: close after it
+            return
+        if not self._head_begun:
+            # Nothing sent: closed without an answer, as an idle keep-alive connection is; a client
+            # (a pool, a browser's preconnect) that sends a request just then would take a 408 for it.
+            self.transport.close()
             return
         detail = f"the request line and headers did not arrive within {self.head_timeout_s:g} s"
         self._refuse(408, "Request header timeout", detail, "header-timeout")

@@ -33,8 +33,9 @@ _REPEATED_KEY = re.compile(r'Detected duplicate key "(.*)" at line \d+ column \d
 def media_type(request: Request) -> str:
     """The body's media type. A body under a content coding (gzip, br, …) is refused: it would be read as
     an unknown image, or, worse, as a known one (RFC 9110 §15.5.16: 415)."""
-    coding = request.headers.get("content-encoding", "identity").strip().lower()
-    if coding != "identity":
+    # Every Content-Encoding line counts (a second one would otherwise go unread), each a list.
+    codings = ",".join(request.headers.getlist("content-encoding") or ["identity"]).lower().split(",")
+    if any(coding.strip() != "identity" for coding in codings):
         raise UnsupportedMediaType("send the body without a content coding (Content-Encoding)")
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 

@@ -20,6 +20,10 @@ refuses while parsing the request, it queues that answer, which uvicorn never wr
 here, and the connection closed. uvicorn would otherwise leave it open until the client gives up, and at
 shutdown fail an assertion (a second answer) that kills the worker before its lifespan ends.
 
+A socket closed here (1013, 1008, 1007) while the app handles a message drops the app's reply, which
+uvicorn would refuse with an ERROR. At shutdown a socket whose client reads nothing is aborted after
+`LINGER_S`, as its close frame cannot be flushed either: it held the worker's exit to the grace period.
+
 A text message that is not UTF-8 closes the connection with 1007, as uvicorn does, but logged as the
 client's fault in one line, where uvicorn logs an ERROR with a traceback.
 
@@ -38,6 +42,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.datastructures import Headers
 from websockets.frames import Frame
@@ -110,7 +115,12 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
         super().data_received(data)
         if self.conn.handshake_exc is not None and not self.handshake_initiated and not self.close_sent:
             self.handshake_complete = self.close_sent = True
-            self.transport.write(b"".join(self.conn.data_to_send()))
+            # A request it cannot read at all (one with a body, say) it answers with nothing.
+            answer = (
+                b"".join(self.conn.data_to_send())
+                or self._reject(400, str(self.conn.handshake_exc)).serialize()
+            )
+            self.transport.write(answer)
             self.transport.close()
         self._account()
 
@@ -145,7 +155,8 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
             return
         self.upload_buffer.held += held - self._held
         self._held = held
-        if not arriving or self.read_paused or self.write_paused:
+        # Paused for the app, the message is not timed; paused for a client that does not read, it is.
+        if not arriving or self.read_paused:
             self._stop_message_timer()
         elif self._message_timer is None:
             self._message_timer = self.loop.call_later(self.upload_timeout_s, self._message_timed_out)
@@ -160,16 +171,22 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
             self._message_timer = None
 
     def _fail(self, code: int, reason: str) -> None:
-        """Close with `code`, discarding what the client still sends (the library stops parsing, so
-        nothing more is held), and drop the connection after a linger, so the close frame is read."""
+        """Close with `code` and end the stream, discarding what the client still sends (the library
+        stops parsing, so nothing more is held, and reading resumes if it was paused), and drop the
+        connection after a linger: time for the client to read the close frame, if it reads at all."""
         log.warning("closed a WebSocket with %d: %s", code, reason)
         self.conn.fail(code, reason)
         self.transport.write(b"".join(self.conn.data_to_send()))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.transport.resume_reading()
         self.close_sent = True
         self.frames = []
+        while not self.queue.empty():  # messages the app has not taken are not handled
+            self.queue.get_nowait()
         self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
         self._release()
-        self.loop.call_later(LINGER_S, self.transport.close)
+        self.loop.call_later(LINGER_S, self.transport.abort)
 
     def _release(self) -> None:
         self._stop_message_timer()
@@ -207,9 +224,22 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
         return message
 
     async def send(self, message: ASGISendEvent) -> None:
+        if self.close_sent and self.handshake_complete and self.initial_response is None:
+            # Closed here, below the app (`_fail`, a text message not UTF-8), while the app was handling
+            # a message: its reply has nowhere to go. uvicorn would raise RuntimeError, an ERROR logged.
+            if message["type"] == "websocket.send":
+                raise ClientDisconnected
+            if message["type"] == "websocket.close":
+                return
         await super().send(message)
         if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
             self.handshake_complete = True
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        # Its close frame waits behind whatever the client has not read; one that reads nothing (a ping
+        # flood that fills the buffer with pongs) would hold the worker's shutdown to its grace period.
+        self.loop.call_later(LINGER_S, self.transport.abort)
 
     def keepalive_timeout(self) -> None:
         super().keepalive_timeout()

@@ -99,6 +99,20 @@ def test_bad_input_is_a_problem(server: str, kwargs: dict, status: int) -> None:
     assert httpx.get(f"{server}/healthz").status_code == 200
 
 
+def test_a_content_coding_on_any_header_line_is_refused(server: str) -> None:
+    image = jpeg()
+
+    def post(*codings: str) -> httpx.Response:
+        headers = [("content-type", "image/jpeg"), *(("content-encoding", c) for c in codings)]
+        return httpx.post(f"{server}/detect", content=image, headers=headers)
+
+    assert (
+        post().status_code == post("identity").status_code == post("Identity", "identity").status_code == 200
+    )
+    for codings in (("gzip",), ("identity, gzip",), ("identity", "gzip"), ("",)):
+        assert_problem(post(*codings), 415)
+
+
 @pytest.mark.parametrize(
     "query",
     [

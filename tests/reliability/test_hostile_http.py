@@ -23,6 +23,7 @@ import httpx
 import orjson
 import pytest
 
+from blazeface_tools.testkit.images import scan_bomb
 from blazeface_tools.testkit.servers import ServiceProcess, service_process
 from tests.api.conftest import jpeg
 
@@ -300,8 +301,14 @@ def test_trailers_are_bounded_as_the_head_is(server: ServiceProcess) -> None:
 def test_a_head_that_does_not_arrive_in_time_is_answered_408(server: ServiceProcess) -> None:
     """A connection that sends nothing, or trickles its head, would otherwise hold its place under
     MAX_CONNECTIONS for good (uvicorn times out only idle keep-alive connections)."""
-    for trickle in (b"", b"GET /healthz HTTP/1.1\r\nhost: x\r\n"):
+    served = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"
+    # A head trickled from the start, or after a request (a lone CRLF too: httptools skips it, unseen
+    # by uvicorn, whose keep-alive timer it stops).
+    for before, trickle in ((b"", b"GET /healthz HTTP/1.1\r\nhost: x\r\n"), (served, b"\r\n")):
         with connect(server) as sock:
+            if before:
+                sock.sendall(before)
+                assert status_of(read_answer(sock, 1.0)) == 200  # kept alive: read until the time is up
             started, answer = time.monotonic(), b""
             for byte in trickle:
                 sock.sendall(bytes([byte]))
@@ -312,12 +319,18 @@ def test_a_head_that_does_not_arrive_in_time_is_answered_408(server: ServiceProc
         assert status_of(answer) == 408, answer[:300]
         assert problem_of(answer)["title"] == "Request header timeout"
         assert waited >= HEAD_TIMEOUT_S - 0.1  # not before its time: a slow but honest client is served
+    # A new connection that sends nothing is closed then, without an answer: a client sending its first
+    # request just as it is timed out would take a 408 for it.
+    with connect(server) as sock:
+        started = time.monotonic()
+        assert read_answer(sock, HEAD_TIMEOUT_S + ANSWER_WITHIN_S) == b""
+        assert HEAD_TIMEOUT_S - 0.1 <= time.monotonic() - started < HEAD_TIMEOUT_S + ANSWER_WITHIN_S - 0.5
     # An idle keep-alive connection is not timed by it (uvicorn's own 5 s is): a head sent at once is
     # served however late in the connection it comes.
     with connect(server) as sock:
         for _ in range(2):
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
-            assert status_of(read_answer(sock, 1.0)) == 200  # kept alive: read until the second is up
+            sock.sendall(served)
+            assert status_of(read_answer(sock, 1.0)) == 200
             time.sleep(HEAD_TIMEOUT_S)
 
 
@@ -349,58 +362,35 @@ def stopped_by_the_test(tmp_path: Path, built_models: None) -> Iterator[ServiceP
         yield process
 
 
-def test_websocket_handshakes_refused_below_the_app_are_answered_and_closed(
-    stopped_by_the_test: ServiceProcess,
-) -> None:
-    """The WebSocket library's own handshake refusals were plain text, or never written (the connection
-    hung until the client gave up, and a SIGTERM meanwhile killed the worker before its shutdown)."""
-    server = stopped_by_the_test
-    upgrade = (
-        b"GET /stream HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
-        b"sec-websocket-version: 13\r\n"
-    )
-    key = b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    for request, status, detail in (
-        (upgrade + key + b"x-filler: " + b"a" * 10_000 + b"\r\n\r\n", 431, "at most 128 header lines"),
-        (upgrade + b"\r\n", 400, "missing Sec-WebSocket-Key header"),
-        (upgrade.replace(b"/stream", b"/detect") + key + b"\r\n", 404, "the WebSocket endpoint is /stream"),
-    ):
-        with connect(server) as sock:
-            sock.sendall(request)
-            answer = read_answer(sock, ANSWER_WITHIN_S)
-        assert status_of(answer) == status, answer[:300]
-        assert detail in str(problem_of(answer)["detail"])
-        assert b"connection: close" in answer.lower()
-    with connect(server) as sock:
-        sock.sendall(upgrade + b"\r\n")
-        assert status_of(read_answer(sock, ANSWER_WITHIN_S)) == 400
-        assert server.stop() == 0  # with the refused connection still open on the client's side
-    assert "Application shutdown complete" in server.log()
-
-
 WS_UPGRADE = (
     b"GET /stream HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
     b"sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
 )
 
 
-def ws_open(server: ServiceProcess) -> socket.socket:
-    """A raw WebSocket on /stream, past its handshake."""
+def ws_handshake(
+    server: ServiceProcess, query: str = "", headers: bytes = b""
+) -> tuple[socket.socket, bytes]:
+    """A raw WebSocket on /stream, past its handshake, and the head of the server's 101."""
     sock = connect(server)
-    sock.sendall(WS_UPGRADE)
+    sock.sendall(WS_UPGRADE.replace(b"/stream", f"/stream{query}".encode())[:-2] + headers + b"\r\n")
     head = b""
     while b"\r\n\r\n" not in head:
-        chunk = sock.recv(4096)
+        chunk = sock.recv(1)  # byte by byte: what follows the head is the stream's
         assert chunk, head
         head += chunk
     assert status_of(head) == 101, head
-    return sock
+    return sock, head
 
 
-def ws_frame_head(opcode: int, length: int) -> bytes:
-    """A client frame's head (final, masked with zeros, so the payload goes as it is)."""
+def ws_open(server: ServiceProcess, query: str = "") -> socket.socket:
+    return ws_handshake(server, query)[0]
+
+
+def ws_frame_head(opcode: int, length: int, final: bool = True) -> bytes:
+    """A client frame's head (masked with zeros, so the payload goes as it is)."""
     size = bytes([0x80 | length]) if length < 126 else bytes([0x80 | 127]) + struct.pack("!Q", length)
-    return bytes([0x80 | opcode]) + size + bytes(4)
+    return bytes([0x80 * final | opcode]) + size + bytes(4)
 
 
 def close_code(answer: bytes) -> int | None:
@@ -408,6 +398,48 @@ def close_code(answer: bytes) -> int | None:
     if answer[:1] != b"\x88" or len(answer) < 4:
         return None
     return int(struct.unpack("!H", answer[2:4])[0])
+
+
+def test_websocket_handshakes_refused_below_the_app_are_answered_and_closed(
+    stopped_by_the_test: ServiceProcess,
+) -> None:
+    """The WebSocket library's own handshake refusals were plain text, or never written (the connection
+    hung until the client gave up, and a SIGTERM meanwhile killed the worker before its shutdown)."""
+    server = stopped_by_the_test
+    upgrade, key = WS_UPGRADE.split(b"sec-websocket-key")
+    key = b"sec-websocket-key" + key[:-2]  # its line, without the head's end
+    for request, status, detail in (
+        (upgrade + key + b"x-filler: " + b"a" * 10_000 + b"\r\n\r\n", 431, "at most 128 header lines"),
+        (upgrade + b"\r\n", 400, "missing Sec-WebSocket-Key header"),
+        (upgrade.replace(b"/stream", b"/detect") + key + b"\r\n", 404, "the WebSocket endpoint is /stream"),
+        (upgrade + key + b"content-length: 3\r\n\r\nabc", 400, "did not receive a valid HTTP request"),
+    ):
+        with connect(server) as sock:
+            sock.sendall(request)
+            answer = read_answer(sock, ANSWER_WITHIN_S)
+        assert status_of(answer) == status, answer[:300]
+        assert detail in str(problem_of(answer)["detail"])
+        assert b"connection: close" in answer.lower()
+    # permessage-deflate is not negotiated: frames are images, and inflating them is memory uncounted.
+    offer = b"sec-websocket-extensions: permessage-deflate; client_max_window_bits\r\n"
+    sock, head = ws_handshake(server, headers=offer)
+    assert b"sec-websocket-extensions" not in head.lower(), head
+    sock.close()
+    # A client that floods pings and reads none of the pongs fills the write buffer, which the close
+    # frame of the shutdown then waits behind: it must not hold the exit to SHUTDOWN_GRACE_S.
+    flooder = ws_open(server)
+    flooder.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    flooder.settimeout(2)
+    with contextlib.suppress(TimeoutError):  # the server stops reading once its buffer is full
+        for _ in range(40):
+            flooder.sendall((ws_frame_head(0x9, 125) + b"p" * 125) * 1000)
+    with flooder, connect(server) as refused:
+        refused.sendall(upgrade + b"\r\n")
+        assert status_of(read_answer(refused, ANSWER_WITHIN_S)) == 400
+        assert server.stop() == 0  # with the refused connection still open on the client's side
+    log = server.log()
+    assert "Application shutdown complete" in log
+    assert "graceful shutdown exceeded" not in log and "ERROR" not in log, log[-2000:]
 
 
 def test_a_websocket_text_message_that_is_not_utf8_closes_it_as_the_clients_fault(
@@ -432,6 +464,24 @@ def test_a_websocket_message_must_arrive_within_the_upload_timeout(server: Servi
     assert close_code(answer) == 1008, answer[:100]
     assert b"did not arrive within" in answer
     assert time.monotonic() - started >= UPLOAD_TIMEOUT_S - 0.1
+
+
+def test_a_websocket_message_is_timed_while_its_client_reads_nothing(server: ServiceProcess) -> None:
+    """Reading pauses while the client leaves the server's replies unread (here pongs to a ping flood);
+    the message's clock must not: stopping it there let a client hold a message indefinitely."""
+    log_before = len(server.log())
+    with ws_open(server) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # The first frame of a message, whole: pings may come between it and the rest.
+        sock.sendall(ws_frame_head(0x2, 50_000, final=False) + b"\xff" * 50_000)
+        sock.settimeout(1.0)
+        with contextlib.suppress(TimeoutError, ConnectionError):  # the server stops reading, or closes
+            for _ in range(40):
+                sock.sendall((ws_frame_head(0x9, 125) + b"p" * 125) * 1000)
+        deadline = time.monotonic() + UPLOAD_TIMEOUT_S + ANSWER_WITHIN_S
+        while "closed a WebSocket with 1008" not in server.log()[log_before:]:  # the client reads nothing
+            assert time.monotonic() < deadline, server.log()[log_before:][-2000:]
+            time.sleep(0.1)
 
 
 def test_websocket_messages_share_the_upload_buffer(small_buffer: ServiceProcess) -> None:
@@ -466,6 +516,25 @@ def test_websocket_messages_share_the_upload_buffer(small_buffer: ServiceProcess
             sock.sendall(ws_frame_head(0x2, len(frame)) + frame)
             reply = read_ws_text(sock, i)
             assert orjson.loads(reply)["image"] == {"width": 160, "height": 120}, reply[:300]
+
+
+def test_a_websocket_closed_while_the_app_handles_a_message_drops_the_reply(
+    small_buffer: ServiceProcess,
+) -> None:
+    """uvicorn refuses a reply sent after the protocol closed the socket with an ERROR; it is dropped."""
+    log_before = len(small_buffer.log())
+    with ws_open(small_buffer) as holder, ws_open(small_buffer, "?preprocess=exact") as busy:
+        holder.sendall(ws_frame_head(0x2, SMALL_BODY_BYTES) + b"\xff" * (SMALL_BODY_BYTES - 1))
+        time.sleep(0.5)  # read by then (no answer tells: what is left, 1 byte over half, fits any upload)
+        slow = scan_bomb(99)  # 100 scans of 36 MP: about a second to decode
+        busy.sendall(ws_frame_head(0x2, len(slow)) + slow)
+        time.sleep(0.2)
+        busy.sendall(ws_frame_head(0x2, SMALL_BODY_BYTES) + b"\xff" * (SMALL_BODY_BYTES - 1000))
+        answer = read_answer(busy, ANSWER_WITHIN_S)
+        assert close_code(answer) == 1013, answer[:100]  # the first frame: the app was still decoding
+        time.sleep(2.0)  # for the app to finish and reply
+    log = small_buffer.log()[log_before:]
+    assert "ERROR" not in log and "Traceback" not in log, log[-3000:]
 
 
 def read_ws_text(sock: socket.socket, index: int) -> bytes:
