@@ -145,7 +145,7 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
         HTTP bodies: the message arriving (bytes the library has not parsed yet, and the frames parsed
         so far) and the messages queued for, or being handled by, the app. Past the buffer, the
         connection fails with 1013 (try again later). A message must also arrive within
-        UPLOAD_TIMEOUT_S of its first byte (not counting while reading is paused), else 1008."""
+        UPLOAD_TIMEOUT_S of its first byte (not counting while reading waits for the app), else 1008."""
         if self.upload_buffer is None or self.close_sent or self.disconnected:  # given back already
             return
         arriving = len(self.conn.reader.buffer) + self._frame_bytes
