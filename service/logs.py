@@ -5,6 +5,7 @@ worker."""
 from __future__ import annotations
 
 import logging
+import re
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -18,6 +19,10 @@ current_request_id: ContextVar[str | None] = ContextVar("request_id", default=No
 
 # What every LogRecord has; anything else on a record came from `extra=` and goes into its JSON line.
 _RECORD_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id"}
+
+
+# C0 and C1 controls and the Unicode line separators: what a log reader may take for a line break.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class RequestIdFilter(logging.Filter):
@@ -50,10 +55,16 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """`time LEVEL logger: message [request_id=…]`."""
+    """`time LEVEL logger: message [request_id=…]`, one line per record (a traceback aside): control
+    characters in the message are escaped, since it may carry what a client sent (a percent-decoded
+    path: `%0a` would otherwise start a forged line of its own)."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = _CONTROL.sub(lambda found: repr(found.group())[1:-1], record.message)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)

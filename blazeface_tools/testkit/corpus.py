@@ -479,7 +479,7 @@ def build_corpus(
     add(
         "multipart 20 text fields",
         "multipart",
-        400,
+        422,
         files=[("image", ("a.jpg", jpeg, "image/jpeg"))],
         data={f"f{i}": "x" for i in range(20)},
     )

@@ -12,10 +12,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from service import __version__, metrics
 from service.api import problems, stream
+from service.api.cors import ProblemCORSMiddleware
 from service.api.limits import UPLOAD_BUFFER_STATE, BodyLimitMiddleware, UploadBuffer
 from service.api.observability import RequestMetricsMiddleware
 from service.api.request_id import RequestIdMiddleware
@@ -74,7 +74,7 @@ def create_app(
     )
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            ProblemCORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],

@@ -62,7 +62,11 @@ def engine_of(request: Request) -> Engine:
 )
 async def detect(request: Request, upload: Annotated[Upload, Depends(image_upload)]) -> Response:
     options, engine = upload.options, engine_of(request)
-    result = await engine.detect(upload.images[0], options, upload.deadline)
+    try:
+        result = await engine.detect(upload.images[0], options, upload.deadline)
+    except InputError:  # the image's own fault: counted as a batch's bad image is
+        engine.observer.on_image(options.model, "rejected")
+        raise
     engine.observer.on_image(options.model, "ok")
     return json_response(detect_response(result), {"Server-Timing": result.timing.server_timing()})
 

@@ -3,9 +3,10 @@
 Protocol: after the handshake (query options as for `/detect`, plus `smooth` and `fps`: one model,
 `service.options.StreamOptions`), every binary message is one encoded image (JPEG/PNG/WebP/BMP); the
 server answers each, in order, with one JSON text message: `{"frame": n, "model", "image", "faces": [… with
-"track_id"], "timing_ms"}` or, for a frame it could not use, `{"frame": n, "error": <problem>}` — the
-stream goes on. Track ids are stable across frames of one connection (`service/tracking.py`);
-`smooth=true` applies its One-Euro filter.
+"track_id"], "timing_ms"}` or, for a frame it could not use (a bad image, or one the service cannot take
+now: overload, deadline, backend down), `{"frame": n, "error": <problem>}` — the stream goes on. Track
+ids are stable across frames of one connection (`service/tracking.py`); `smooth=true` applies its
+One-Euro filter.
 
 The key goes in the `Authorization: Bearer <key>` header, or, from a browser (which cannot set headers
 on a WebSocket), as a subprotocol: `new WebSocket(url, ["blazeface.v1", "bearer.<key>"])`; the server
@@ -33,7 +34,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from starlette.status import WS_1008_POLICY_VIOLATION, WS_1011_INTERNAL_ERROR
+from starlette.status import WS_1008_POLICY_VIOLATION
 
 from service.api.auth import STREAM_SUBPROTOCOL, verify_origin, verify_stream_key
 from service.api.dependencies import resolve_options
@@ -84,23 +85,24 @@ async def stream(websocket: WebSocket) -> None:
                 await _send(websocket, {"frame": frame, "error": problem_for(not_binary)})
                 observer.on_request(ROUTE, not_binary.status, time.perf_counter() - started)
                 continue
+            outcome: str | None = None  # an image's outcome; None where the service refused the frame
             try:
                 result = await engine.detect(data, options, started + settings.request_timeout_s)
             except InputError as exc:
                 reply, status, outcome = {"frame": frame, "error": problem_for(exc)}, exc.status, "rejected"
+            except ServiceError as exc:  # overload, deadline, backend down: this frame is dropped, as
+                # a video client would drop it; the next may be served (Retry-After is the problem's)
+                reply, status = {"frame": frame, "error": problem_for(exc)}, exc.status
             else:
                 reply = {"frame": frame, **detect_response(result, tracker.update(result.faces))}
                 status, outcome = 200, "ok"
             await _send(websocket, reply)
-            observer.on_image(options.model, outcome)
+            if outcome is not None:
+                observer.on_image(options.model, outcome)
             observer.on_request(ROUTE, status, time.perf_counter() - started)
             frame += 1
     except WebSocketDisconnect:
         return
-    except ServiceError as exc:  # backend down, overload, deadline: tell the client, then close
-        observer.on_request(ROUTE, exc.status, time.perf_counter() - started)
-        await _send(websocket, {"frame": frame, "error": problem_for(exc)})
-        await websocket.close(WS_1011_INTERNAL_ERROR, reason=exc.title)
 
 
 @router.websocket("/{path:path}")

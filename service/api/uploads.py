@@ -22,7 +22,8 @@ from service.api.schemas import DetectJsonRequest
 from service.errors import ImageDecodeError, InputError, InvalidOption, UnsupportedMediaType
 from service.options import RequestOptions, refuse_repeated
 
-RAW_TYPES = ("image/", "application/octet-stream")
+# The form's text fields: every option once is 5; more is no detection request (and each is parsed).
+_MAX_FORM_FIELDS = 16
 # Commas and colons a JSON request has at most: one each per member (six at most) plus a data URL's;
 # base64 has neither. Counted before parsing, which costs seconds for a body of a million members.
 _MAX_JSON_SEPARATORS = 32
@@ -48,7 +49,7 @@ async def read_image(request: Request) -> tuple[bytes, dict[str, Any]]:
         return files[0], options
     if kind == "application/json":
         return _from_json(await request.body())
-    if kind.startswith(RAW_TYPES):
+    if kind == "application/octet-stream" or (kind.startswith("image/") and len(kind) > len("image/")):
         return await request.body(), {}
     raise UnsupportedMediaType(
         "send multipart/form-data, image/*, application/octet-stream or application/json, "
@@ -61,7 +62,9 @@ async def read_form(request: Request, field: str, max_files: int) -> tuple[list[
     fields: any other field must be an option, as any other key of a JSON body must."""
     if media_type(request) != "multipart/form-data":
         raise UnsupportedMediaType(f"send multipart/form-data with file fields named {field!r}")
-    parser = _CompleteMultiPartParser(request.headers, request.stream(), max_files=max_files, max_fields=16)
+    parser = _CompleteMultiPartParser(
+        request.headers, request.stream(), max_files=max_files, max_fields=_MAX_FORM_FIELDS
+    )
     async with aclosing(parser.stream):  # closed even when the parser stops early
         try:
             form = await parser.parse()
@@ -71,6 +74,10 @@ async def read_form(request: Request, field: str, max_files: int) -> tuple[list[
                     "/detect takes one file; /detect/batch takes several"
                     if max_files == 1
                     else f"a batch holds at most {max_files} images (MAX_BATCH_IMAGES)"
+                ) from exc
+            if exc.message.startswith("Too many fields"):
+                raise InvalidOption(
+                    f"a form holds at most {_MAX_FORM_FIELDS} text fields (the options)"
                 ) from exc
             raise InputError(f"malformed multipart body: {exc.message}") from exc
     try:

@@ -63,6 +63,7 @@ _LIBRARY_PREFIX = "Failed to open a WebSocket connection: "  # how the library's
 _FRAME_OVERHEAD = 64
 _TRY_AGAIN_LATER = 1013
 _POLICY_VIOLATION = 1008
+_INVALID_DATA = 1007
 
 
 class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -170,11 +171,11 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
             self._message_timer.cancel()
             self._message_timer = None
 
-    def _fail(self, code: int, reason: str) -> None:
+    def _fail(self, code: int, reason: str, level: int = logging.WARNING) -> None:
         """Close with `code` and end the stream, discarding what the client still sends (the library
         stops parsing, so nothing more is held, and reading resumes if it was paused), and drop the
         connection after a linger: time for the client to read the close frame, if it reads at all."""
-        log.warning("closed a WebSocket with %d: %s", code, reason)
+        log.log(level, "closed a WebSocket with %d: %s", code, reason)
         self.conn.fail(code, reason)
         self.transport.write(b"".join(self.conn.data_to_send()))
         if self.transport.can_write_eof():
@@ -200,10 +201,8 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
             try:
                 b"".join(self.frames).decode()
             except UnicodeDecodeError:
-                self.frames = []
-                log.info("closed a WebSocket with 1007: a text message that is not UTF-8")
-                self.conn.send_close(1007, "text messages must be UTF-8")
-                self.handle_parser_exception()
+                # Failed as the other closes here are: the client's close may have come in the same read.
+                self._fail(_INVALID_DATA, "text messages must be UTF-8", logging.INFO)
                 return
         if not self.close_sent:  # else uvicorn discards it
             self._delivered.append(self._frame_bytes)

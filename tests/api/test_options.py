@@ -148,6 +148,8 @@ def test_an_error_explains_five_problems_and_counts_the_rest(url: str) -> None:
     fields = {f"f{i}": "1" for i in range(12)}  # a form holds at most 16 fields
     detail = problem(httpx.post(f"{url}/detect", files=files, data=fields))[1]["detail"]
     assert detail == "; ".join([*(f"unknown option 'f{i}'" for i in range(5)), "and 7 more"])
+    status, body = problem(httpx.post(f"{url}/detect", files=files, data={f"f{i}": "1" for i in range(17)}))
+    assert (status, body["detail"]) == (422, "a form holds at most 16 text fields (the options)")
 
 
 def test_a_json_body_with_more_members_than_a_request_has_is_refused_unparsed(url: str) -> None:

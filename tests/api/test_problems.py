@@ -32,9 +32,24 @@ class FailingBackend(ScriptedBackend):
 class StatusObserver(Observer):
     def __init__(self) -> None:
         self.statuses: list[tuple[str, int]] = []
+        self.images: list[tuple[str, str]] = []
 
     def on_request(self, route: str, status: int, seconds: float) -> None:
         self.statuses.append((route, status))
+
+    def on_image(self, model: str, outcome: str) -> None:
+        self.images.append((model, outcome))
+
+
+def test_an_image_refused_for_itself_is_counted_rejected_alone_as_in_a_batch() -> None:
+    observer = StatusObserver()
+    good, bad = jpeg(), jpeg()[:100]  # a truncated JPEG: 400
+    with app_in_thread(create_app(Settings(), backend=ScriptedBackend(), observer=observer)) as url:
+        for image in (good, bad):
+            httpx.post(f"{url}/detect", content=image, headers={"content-type": "image/jpeg"})
+        files = [("images", ("good.jpg", good, "image/jpeg")), ("images", ("bad.jpg", bad, "image/jpeg"))]
+        httpx.post(f"{url}/detect/batch", files=files)
+    assert [outcome for _, outcome in observer.images] == ["ok", "rejected", "ok", "rejected"]
 
 
 def test_a_backend_failure_is_logged_once_with_its_cause(caplog: pytest.LogCaptureFixture) -> None:

@@ -155,6 +155,16 @@ def test_text_lines_name_the_id_when_there_is_one() -> None:
     assert TextFormatter().format(record("outside")).endswith("service.test: outside")
 
 
+def test_text_lines_cannot_be_forged_by_what_a_client_sent() -> None:
+    # A path arrives percent-decoded: GET /x%0a<a line of its own> would otherwise start one.
+    forged = "/x\n2026-12-03 12:00:00,000 ERROR service.api.app: forged\r\u2028\x85\x1b[31m é"
+    line = TextFormatter().format(record("GET %s 404", args=(forged,)))
+    assert line.endswith(
+        r"GET /x\n2026-12-03 12:00:00,000 ERROR service.api.app: forged\r\u2028\x85\x1b[31m é 404"
+    )
+    assert len(line.splitlines()) == 1
+
+
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_the_log_config_formats_every_logger_on_stderr(log_format: str) -> None:
     # In a fresh interpreter: dictConfig replaces the root logger's handlers (pytest's among them).

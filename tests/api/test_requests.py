@@ -86,6 +86,8 @@ def test_batch_keeps_order_and_isolates_a_bad_image(server: str) -> None:
         ({"content": b"\xff\xd8\xff\xe0 truncated", "headers": {"content-type": "image/jpeg"}}, 400),
         ({"content": b"GIF89a" + b"\0" * 20, "headers": {"content-type": "image/gif"}}, 415),
         ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415),
+        ({"content": jpeg(), "headers": {"content-type": "application/octet-streamfoo"}}, 415),
+        ({"content": jpeg(), "headers": {"content-type": "image/"}}, 415),
         ({"content": png_header_claiming(50_000, 50_000), "headers": {"content-type": "image/png"}}, 413),
         ({"json": {"image": "%%% not base64 %%%"}}, 400),
         ({"json": {"picture": "abc"}}, 422),
@@ -224,3 +226,5 @@ def test_cors_is_off_by_default_and_on_for_listed_origins(make_server) -> None: 
     assert response.headers["access-control-allow-origin"] == "https://app.example"
     other = httpx.options(f"{opened}/detect", headers={**preflight, "origin": "https://evil.example"})
     assert other.headers.get("access-control-allow-origin") != "https://evil.example"
+    assert_problem(other, 400)
+    assert other.json()["detail"] == "Disallowed CORS origin"

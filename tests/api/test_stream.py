@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import cv2
 import numpy as np
@@ -11,6 +12,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from blazeface_tools.testkit.servers import service_process
+from tests.api.conftest import jpeg
 from tests.conftest import DATA
 
 pytestmark = pytest.mark.slow
@@ -65,3 +67,21 @@ def test_stream_requires_the_key_when_auth_is_on(tmp_path, built_models) -> None
         with connect(ws_url(server.url), additional_headers={"Authorization": "Bearer k1"}) as socket:
             socket.send(noisy_frames("astronaut.jpg", 1)[0])
             assert len(json.loads(socket.recv(timeout=10))["faces"]) == 1
+
+
+def test_a_frame_the_service_cannot_take_now_is_an_error_entry_and_the_stream_goes_on(  # type: ignore[no-untyped-def]
+    make_server, scripted
+) -> None:
+    """Overload, a deadline or the backend down drops that frame, as a video client would, and says
+    so; the stream was closed (1011) before."""
+    url = make_server(request_timeout_s=0.3)
+    frame = jpeg()
+    with connect(ws_url(url)) as socket:
+        scripted.delay_s = 1.0
+        socket.send(frame)
+        error = json.loads(socket.recv(timeout=10))
+        assert error["frame"] == 0 and error["error"]["status"] == 504
+        scripted.delay_s = 0.0
+        time.sleep(1.2)  # the late batch finishes
+        socket.send(frame)
+        assert json.loads(socket.recv(timeout=10))["frame"] == 1

@@ -450,6 +450,9 @@ def test_a_websocket_text_message_that_is_not_utf8_closes_it_as_the_clients_faul
         sock.sendall(ws_frame_head(0x1, 2) + b"\xff\xfe")  # a text frame
         answer = read_answer(sock, ANSWER_WITHIN_S)
     assert close_code(answer) == 1007, answer
+    with ws_open(server) as sock:  # and with the client's own close in the same read: no answer is due
+        sock.sendall(ws_frame_head(0x1, 2) + b"\xff\xfe" + ws_frame_head(0x8, 2) + struct.pack("!H", 1000))
+        read_answer(sock, ANSWER_WITHIN_S)
     time.sleep(0.2)
     log = server.log()[log_before:]
     assert "Traceback" not in log and "ERROR" not in log, log
