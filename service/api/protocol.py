@@ -125,7 +125,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 retry_after=True,
             )
         else:
-            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+            self._start_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
@@ -140,8 +140,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         left = self._head_left
         if left is not None and data:  # a head's bytes (httptools skips CRLFs before one, unannounced)
             self._head_begun = True
-            if self._head_timer is None:
-                self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+            self._start_head_timer()
         if left is None or len(data) <= left:
             if left is not None:
                 self._head_left = left - len(data)
@@ -167,8 +166,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._url_bytes = 0
         self._trailer_bytes = 0
-        if self._head_timer is None:  # a later request on the connection: its head is timed from here
-            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+        # A request pipelined in the read that ended the one before: its head is timed from here.
+        self._head_begun = True
+        self._start_head_timer()
 
     def on_url(self, url: bytes) -> None:
         self._url_bytes += len(url)
@@ -255,6 +255,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         detail = f"the request line and headers did not arrive within {self.head_timeout_s:g} s"
         self._refuse(408, "Request header timeout", detail, "header-timeout")
+
+    def _start_head_timer(self) -> None:
+        if self._head_timer is None:  # else the head already being timed keeps its start
+            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
 
     def _stop_head_timer(self) -> None:
         if self._head_timer is not None:

@@ -393,6 +393,16 @@ def ws_frame_head(opcode: int, length: int, final: bool = True) -> bytes:
     return bytes([0x80 * final | opcode]) + size + bytes(4)
 
 
+def flood_pings_unread(sock: socket.socket) -> None:
+    """Pings, and the pongs left unread in a small receive buffer, until the server stops reading (its
+    write buffer full) or closes."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(1.0)
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        for _ in range(40):
+            sock.sendall((ws_frame_head(0x9, 125) + b"p" * 125) * 1000)
+
+
 def close_code(answer: bytes) -> int | None:
     """The code of the close frame the server sent (a server frame is not masked), if it did."""
     if answer[:1] != b"\x88" or len(answer) < 4:
@@ -428,11 +438,7 @@ def test_websocket_handshakes_refused_below_the_app_are_answered_and_closed(
     # A client that floods pings and reads none of the pongs fills the write buffer, which the close
     # frame of the shutdown then waits behind: it must not hold the exit to SHUTDOWN_GRACE_S.
     flooder = ws_open(server)
-    flooder.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    flooder.settimeout(2)
-    with contextlib.suppress(TimeoutError):  # the server stops reading once its buffer is full
-        for _ in range(40):
-            flooder.sendall((ws_frame_head(0x9, 125) + b"p" * 125) * 1000)
+    flood_pings_unread(flooder)
     with flooder, connect(server) as refused:
         refused.sendall(upgrade + b"\r\n")
         assert status_of(read_answer(refused, ANSWER_WITHIN_S)) == 400
@@ -474,13 +480,9 @@ def test_a_websocket_message_is_timed_while_its_client_reads_nothing(server: Ser
     the message's clock must not: stopping it there let a client hold a message indefinitely."""
     log_before = len(server.log())
     with ws_open(server) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         # The first frame of a message, whole: pings may come between it and the rest.
         sock.sendall(ws_frame_head(0x2, 50_000, final=False) + b"\xff" * 50_000)
-        sock.settimeout(1.0)
-        with contextlib.suppress(TimeoutError, ConnectionError):  # the server stops reading, or closes
-            for _ in range(40):
-                sock.sendall((ws_frame_head(0x9, 125) + b"p" * 125) * 1000)
+        flood_pings_unread(sock)
         deadline = time.monotonic() + UPLOAD_TIMEOUT_S + ANSWER_WITHIN_S
         while "closed a WebSocket with 1008" not in server.log()[log_before:]:  # the client reads nothing
             assert time.monotonic() < deadline, server.log()[log_before:][-2000:]
